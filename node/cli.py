@@ -1,0 +1,168 @@
+"""The `cx` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .protocol import jsonutil
+from .protocol.bundle import ProofBundle
+from .protocol.envelope import DEPT_ID, RecordLine
+from .protocol.errors import FieldError, ProtocolError
+from .protocol.keys import PublicKey, generate_key_files
+from .protocol.validation import default_registry
+
+EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Input the command cannot work with at all (exit 2), explained in Chinese and English."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"cx: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cx",
+        description="Credit Exchange 企业信用信息交换: signed, schema-validated exchange of enterprise "
+                    "credit records between departments and a hub.",
+    )
+    parser.add_argument("--version", action="version", version=f"credit-exchange {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    keys = commands.add_parser("keys", help="create signing keys 生成签名密钥")
+    key_commands = keys.add_subparsers(title="keys commands", metavar="ACTION", required=True)
+    init = key_commands.add_parser("init", help="write an Ed25519 key pair for a department and print its key id")
+    init.add_argument("--dept", required=True, help="department id, e.g. amr (lower-case letters, digits, - and _)")
+    init.add_argument("--dir", required=True, type=Path, help="folder for <dept>.key (mode 0600) and <dept>.pub")
+    init.set_defaults(run=run_keys_init)
+
+    validate = commands.add_parser("validate", help="check records against a record type's schema 校验数据")
+    validate.add_argument("--type", required=True, dest="record_type", help="record type, e.g. administrative_penalty")
+    validate.add_argument("--schema-version", type=int, default=None, help="schema version (default: the latest)")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("file", type=Path, help="JSON Lines (one data object per line) or a JSON array")
+    validate.set_defaults(run=run_validate)
+
+    verify = commands.add_parser("verify", help="check a record's proof bundle offline 验证存证")
+    verify.add_argument("bundle", type=Path, help="proof bundle JSON from the hub's API")
+    verify.add_argument("--public-key", required=True, type=Path, help="the department's public key (PEM)")
+    verify.set_defaults(run=run_verify)
+
+    return parser
+
+
+# -- cx keys init ----------------------------------------------------------------------------
+
+def run_keys_init(args: argparse.Namespace) -> int:
+    if not DEPT_ID.match(args.dept):
+        raise UsageError(f"部门标识无效 invalid department id {args.dept!r}: use 1-32 lower-case letters, digits, - or _, "
+                         "starting with a letter")
+    try:
+        key = generate_key_files(args.dir, args.dept)
+    except FileExistsError as exc:
+        raise UsageError(f"密钥已存在，不会覆盖 {exc}") from None
+    print(key.key_id)
+    print(f"private key 私钥: {args.dir / (args.dept + '.key')} (mode 0600, keep it on this machine)", file=sys.stderr)
+    print(f"public key 公钥:  {args.dir / (args.dept + '.pub')} (send this to the hub operator)", file=sys.stderr)
+    return EXIT_OK
+
+
+# -- cx validate -----------------------------------------------------------------------------
+
+def read_data_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(number, decoded value or ProtocolError) for each item of a JSON Lines file or JSON array."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"无法读取文件 cannot read {path}: {exc.strerror}") from None
+    text = raw.lstrip(b"\xef\xbb\xbf")
+    if text.lstrip()[:1] == b"[":
+        try:
+            items = jsonutil.loads(text, max_depth=jsonutil.MAX_DEPTH + 1, what=str(path))
+        except ProtocolError as exc:
+            raise UsageError(f"不是有效的 JSON 数组 not a usable JSON array: {exc.detail}") from None
+        yield from enumerate(items, start=1)
+        return
+    for number, line in enumerate(text.split(b"\n"), start=1):
+        if line.strip():
+            try:
+                yield number, jsonutil.loads(line.rstrip(b"\r"), what=f"line {number}")
+            except ProtocolError as exc:
+                yield number, exc
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    try:
+        schema = registry.get(args.record_type, args.schema_version)
+    except ProtocolError:
+        known = ", ".join(registry.record_types())
+        raise UsageError(f"未知的记录类型 unknown record type {args.record_type!r} "
+                         f"(version {args.schema_version or 'latest'}); known: {known}") from None
+    results = []
+    for number, item in read_data_objects(args.file):
+        errors = [FieldError.from_protocol(item)] if isinstance(item, ProtocolError) else schema.check(item)
+        results.append({"line": number, "valid": not errors, "errors": [e.to_json() for e in errors]})
+    invalid = [r for r in results if not r["valid"]]
+    if args.format == "json":
+        json.dump(results, sys.stdout, ensure_ascii=False, indent=1)
+        print()
+    else:
+        for r in invalid:
+            print(f"line {r['line']}: invalid 不合格")
+            for e in r["errors"]:
+                value = "" if e["value"] is None else f"  value 值: {e['value']!r}"
+                print(f"  - {e['path'] or '(record)'} [{e['rule']}] {e['message_zh']} / {e['message_en']}{value}")
+        print(f"{len(results)} records 条, {len(results) - len(invalid)} valid 合格, "
+              f"{len(invalid)} invalid 不合格 ({schema.type} v{schema.version} {schema.title})")
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+# -- cx verify -------------------------------------------------------------------------------
+
+def run_verify(args: argparse.Namespace) -> int:
+    try:
+        key = PublicKey.load(args.public_key)
+    except OSError as exc:
+        raise UsageError(f"无法读取公钥 cannot read {args.public_key}: {exc.strerror}") from None
+    except ProtocolError as exc:
+        raise UsageError(f"公钥无效 unusable public key {args.public_key}: {exc.detail}") from None
+    try:
+        bundle = ProofBundle.from_json(jsonutil.loads(args.bundle.read_bytes(), what=str(args.bundle)))
+        header = bundle.verify(key)
+    except OSError as exc:
+        raise UsageError(f"无法读取 cannot read {args.bundle}: {exc.strerror}") from None
+    except ProtocolError as exc:
+        print(f"INVALID 验证失败 ({exc.reason.value}): {exc.detail}")
+        return EXIT_INVALID
+    record = RecordLine.from_json(jsonutil.loads(bundle.record_line))
+    print("VALID 验证通过")
+    print(f"  record 记录:      {record.record_id} ({record.type} v{record.schema_version}, {record.op})")
+    print(f"  department 部门:  {header.dept}, node {header.node}")
+    print(f"  batch 批次:       {header.batch_id} (seq {header.seq}, created {header.created}, "
+          f"record {bundle.leaf_index + 1} of {header.count})")
+    print(f"  signed by 签名:   key {key.key_id}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Strict, bounded JSON reading and the one compact form the protocol writes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import ProtocolError, Reason
+
+MAX_DEPTH = 16
+
+
+class _Strict(Exception):
+    def __init__(self, reason: Reason, detail: str):
+        self.reason, self.detail = reason, detail
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Strict(Reason.DUPLICATE_KEY, f"duplicate key {dup!r}")
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise _Strict(Reason.NON_FINITE_NUMBER, f"{name} is not allowed")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
+
+
+def depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded value, giving up (returning limit + 1) once past `limit`."""
+    if isinstance(value, dict):
+        children = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 0
+    if limit <= 0:
+        return 1
+    deepest = 0
+    for child in children:
+        if isinstance(child, (dict, list)):
+            deepest = max(deepest, depth(child, limit - 1))
+            if deepest >= limit:
+                break
+    return 1 + deepest
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, what: str = "JSON") -> Any:
+    """Decode one JSON text: UTF-8 only, no duplicate keys, no NaN/Infinity, bounded depth."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(Reason.NOT_UTF8, f"{what}: invalid UTF-8 at byte {exc.start}") from None
+        openers = data.count(b"{") + data.count(b"[")
+    else:
+        text = data
+        openers = text.count("{") + text.count("[")
+    try:
+        value = _decoder.decode(text)
+    except _Strict as exc:
+        raise ProtocolError(exc.reason, f"{what}: {exc.detail}") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(Reason.BAD_JSON, f"{what}: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise ProtocolError(Reason.TOO_DEEP, f"{what}: nested deeper than {max_depth}") from None
+    # counting brackets (C speed) bounds the depth, so most lines skip the walk
+    if openers > max_depth and depth(value, max_depth) > max_depth:
+        raise ProtocolError(Reason.TOO_DEEP, f"{what}: nested deeper than {max_depth}")
+    return value
+
+
+def dumps(value: Any) -> bytes:
+    """Compact, key-sorted, UTF-8 JSON: the form nodes write headers and record lines in."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def dumps_ascii(value: Any) -> bytes:
+    """Like `dumps` but ASCII-escaped: for hashing decoded values, which may hold lone surrogates."""
+    return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
