@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", required=True, type=Path, help="the department's public key (PEM)")
     verify.set_defaults(run=run_verify)
 
+    from .hub import cli as hub_cli
+
+    hub_cli.register(commands)
     return parser
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 USCC_VALUES = {c: i for i, c in enumerate(USCC_ALPHABET)}
 USCC_WEIGHTS = [pow(3, i, 31) for i in range(17)]  # 1 3 9 27 19 26 16 17 20 29 25 13 8 24 10 30 28
@@ -22,6 +25,7 @@ def org_code_check(first8: str) -> str | None:
     return "X" if check == 10 else "0" if check == 11 else str(check)
 
 
+@lru_cache(maxsize=65536)
 def org_code_problem(code: str) -> str | None:
     """Why `code` is not a valid 9-character organisation code, or None when it is."""
     if not isinstance(code, str) or len(code) != 9:
@@ -44,6 +48,10 @@ def uscc_check(first17: str) -> str | None:
     return USCC_ALPHABET[(31 - total % 31) % 31]
 
 
+USCC_SHAPE = re.compile(r"[0-9A-HJ-NPQRTUWXY]{18}")
+
+
+@lru_cache(maxsize=65536)  # the same codes recur in every batch (authorities, repeat subjects)
 def uscc_problem(code: str) -> str | None:
     """Why `code` is not a valid 18-character unified social credit code, or None when it is.
 
@@ -51,7 +59,7 @@ def uscc_problem(code: str) -> str | None:
     """
     if not isinstance(code, str) or len(code) != 18:
         return "length"
-    if any(ch not in USCC_VALUES for ch in code):
+    if not USCC_SHAPE.fullmatch(code):
         return "charset"
     if not code[2:8].isdigit():
         return "region"
@@ -62,12 +70,12 @@ def uscc_problem(code: str) -> str | None:
     return None
 
 
-def is_uscc(code: str) -> bool:
-    return uscc_problem(code) is None
+def is_uscc(code: object) -> bool:
+    return isinstance(code, str) and uscc_problem(code) is None
 
 
-def is_org_code(code: str) -> bool:
-    return org_code_problem(code) is None
+def is_org_code(code: object) -> bool:
+    return isinstance(code, str) and org_code_problem(code) is None
 
 
 def make_uscc(registration_dept: str, org_type: str, region: str, org8: str) -> str:

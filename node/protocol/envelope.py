@@ -30,12 +30,13 @@ from .keys import PublicKey, SigningKey
 from .merkle import MerkleTree
 
 FORMAT_VERSION = 1
-DEPT_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-KEY_ID = re.compile(r"^[0-9a-f]{32}$")
-HEX256 = re.compile(r"^[0-9a-f]{64}$")
-TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+# \Z, not $: `$` also matches before a final newline, so "amr\n" would pass as a department id
+DEPT_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+KEY_ID = re.compile(r"^[0-9a-f]{32}\Z")
+HEX256 = re.compile(r"^[0-9a-f]{64}\Z")
+TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z\Z")  # ASCII digits only
 OPS = ("upsert", "retract")
 
 
@@ -80,9 +81,17 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str) -> bytes:
+    """Decode unpadded base64url, accepting only the one canonical spelling of the bytes.
+
+    The decoder ignores a final character's unused low bits; without the re-encoding check
+    several different signature lines would carry the same signature.
+    """
     if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64encode(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def sha256_hex(data: bytes) -> str:
@@ -282,6 +291,9 @@ def parse_signature_line(line: bytes) -> bytes:
         raise ProtocolError(Reason.BAD_SIGNATURE, "the signature is not base64url") from None
     if len(sig) != 64:
         raise ProtocolError(Reason.BAD_SIGNATURE, f"an Ed25519 signature has 64 bytes, not {len(sig)}")
+    if line != signature_line(sig):
+        # the line is not signed itself: only its one exact form keeps a batch's bytes unique
+        raise ProtocolError(Reason.BAD_FRAMING, 'the signature line must be exactly {"sig":"<base64url>"}')
     return sig
 
 

@@ -43,6 +43,16 @@ class Reason(str, enum.Enum):
     INCONSISTENT_CHECKPOINT = "inconsistent_checkpoint"
     # schemas
     UNKNOWN_SCHEMA = "unknown_schema"
+    # attribution and sequence, checked by the hub against its registry and the broker
+    UNKNOWN_DEPT = "unknown_dept"
+    UNKNOWN_KEY = "unknown_key"
+    KEY_REVOKED = "key_revoked"
+    KEY_NOT_ACTIVE = "key_not_active"
+    DEPT_MISMATCH = "dept_mismatch"
+    USER_MISMATCH = "user_mismatch"
+    SEQUENCE_REPLAY = "sequence_replay"
+    CHAIN_BROKEN = "chain_broken"
+    BATCH_ID_REUSED = "batch_id_reused"
 
 
 class ProtocolError(Exception):

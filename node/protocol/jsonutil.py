@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .errors import ProtocolError, Reason
@@ -28,7 +29,14 @@ def _constant(name: str) -> Any:
     raise _Strict(Reason.NON_FINITE_NUMBER, f"{name} is not allowed")
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant)
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400 overflows to Infinity, which no JSON writer can write back
+        raise _Strict(Reason.NON_FINITE_NUMBER, f"{text[:40]} is out of range")
+    return value
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
 
 
 def depth(value: Any, limit: int) -> int:
@@ -67,6 +75,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, what: str = "JSON") 
         raise ProtocolError(exc.reason, f"{what}: {exc.detail}") from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(Reason.BAD_JSON, f"{what}: {exc.msg} at position {exc.pos}") from None
+    except ValueError as exc:  # an integer longer than Python's int conversion limit (4300 digits)
+        raise ProtocolError(Reason.BAD_JSON, f"{what}: {str(exc)[:80]}") from None
     except RecursionError:
         raise ProtocolError(Reason.TOO_DEEP, f"{what}: nested deeper than {max_depth}") from None
     # counting brackets (C speed) bounds the depth, so most lines skip the walk

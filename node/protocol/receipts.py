@@ -12,6 +12,7 @@ from .envelope import (
 )
 from .errors import ProtocolError, Reason
 from .keys import PublicKey, SigningKey
+from .merkle import verify_consistency
 
 CHECKPOINT_FORMAT = "cx-checkpoint/1"
 RECEIPT_FORMAT = "cx-receipt/1"
@@ -77,6 +78,33 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Consistency:
+    old_size: int
+    proof: Sequence[bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"old_size": self.old_size, "proof": [h.hex() for h in self.proof]}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Consistency:
+        try:
+            old = obj["old_size"]
+            if not isinstance(old, int) or isinstance(old, bool) or old < 0:
+                raise ValueError("old_size")
+            return cls(old, [bytes.fromhex(h) for h in obj["proof"]])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProtocolError(Reason.BAD_RECEIPT, f"consistency proof is malformed: {exc}") from None
+
+    def verify(self, old_root: bytes, checkpoint: Checkpoint) -> None:
+        """Raise INCONSISTENT_CHECKPOINT unless the checkpoint extends the ledger whose root was old_root."""
+        try:
+            verify_consistency(self.old_size, checkpoint.size, old_root, checkpoint.root_bytes, self.proof)
+        except ProtocolError as exc:
+            raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT,
+                                f"checkpoint {checkpoint.size} does not extend {self.old_size}: {exc.detail}") from None
+
+
+@dataclass(frozen=True)
 class Rejection:
     """A record the hub refused: which line, which record, and every error found."""
 
@@ -101,6 +129,9 @@ class Receipt:
     checkpoint: Checkpoint
     received: str
     hub_key_id: str
+    # RFC 9162 consistency proof from the ledger size before this batch to the checkpoint's size,
+    # so a node that saw the previous checkpoint can check the hub did not rewrite history
+    consistency: Consistency | None = None
     body: bytes = field(default=b"", compare=False)
     signature: bytes = field(default=b"", compare=False)
 
@@ -111,14 +142,15 @@ class Receipt:
             "rejected": [r.to_json() for r in self.rejected], "duplicates": self.duplicates,
             "checkpoint": self.checkpoint.to_json(), "received": self.received,
             "hub_key_id": self.hub_key_id,
+            "consistency": self.consistency.to_json() if self.consistency else None,
         }
 
     @classmethod
     def issue(cls, key: SigningKey, *, batch_id: str, dept: str, header_hash: str, accepted: Sequence[str],
               rejected: Sequence[Rejection], duplicates: int, checkpoint: Checkpoint,
-              received: str | None = None) -> Receipt:
+              received: str | None = None, consistency: Consistency | None = None) -> Receipt:
         draft = cls(batch_id, dept, header_hash, list(accepted), list(rejected), duplicates, checkpoint,
-                    received or utc_now(), key.key_id)
+                    received or utc_now(), key.key_id, consistency)
         body = jsonutil.dumps(draft.body_json())
         return cls(**{**draft.__dict__, "body": body, "signature": key.sign(body)})
 
@@ -142,9 +174,10 @@ class Receipt:
             if obj["format"] != RECEIPT_FORMAT:
                 raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"receipt format {obj['format']!r}")
             rejected = [Rejection(r["line"], r["record_id"], r["errors"]) for r in obj["rejected"]]
+            consistency = Consistency.from_json(obj["consistency"]) if obj.get("consistency") else None
             receipt = cls(obj["batch_id"], obj["dept"], obj["header_hash"], obj["accepted"], rejected,
                           obj["duplicates"], Checkpoint.from_json(obj["checkpoint"]), obj["received"],
-                          obj["hub_key_id"], body, sig)
+                          obj["hub_key_id"], consistency, body, sig)
         except (KeyError, TypeError) as exc:
             raise ProtocolError(Reason.BAD_RECEIPT, f"receipt field missing or wrong: {exc}") from None
         if receipt.hub_key_id != hub_key.key_id:

@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 import fastjsonschema
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -25,9 +25,10 @@ from .envelope import RecordLine
 from .errors import FieldError, ProtocolError, Reason, shown_value
 
 CHINA = timezone(timedelta(hours=8))  # Asia/Shanghai has had no daylight saving since 1991
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-DECIMAL = re.compile(r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,6})?$")
-REGION = re.compile(r"^[1-8][0-9]{5}$")
+# \Z, not $: `$` also matches before a final newline ("12.50\n" is not a decimal)
+DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+DECIMAL = re.compile(r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,6})?\Z")
+REGION = re.compile(r"^[1-8][0-9]{5}\Z")
 PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46,
              50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82}
 
@@ -62,6 +63,18 @@ def is_region(value: Any) -> bool:
 def _code_format(problem: Any) -> Any:
     return lambda value: not isinstance(value, str) or problem(value) is None
 
+
+_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterable[ValidationError]:
+    """`pattern` as JSON Schema (ECMA 262) means it: `$` ends the string, it does not allow a final
+    newline as Python's `$` does. fastjsonschema reads it the same way, so the two validators agree."""
+    if validator.is_type(instance, "string") and not re.search(_DOLLAR.sub(r"\\Z", pattern), instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+ReferenceValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 FORMAT_CHECKER = FormatChecker(formats=())
 for _name, _check in {
@@ -278,7 +291,7 @@ class SchemaRegistry:
             type=type_, version=version, title=doc["title"], event_date=doc["x-event-date"],
             limit_days=doc["x-limit-days"], schema=doc, titles=titles, personal=frozenset(personal),
             formats=formats, fast=_compile_fast(flat),
-            validator=Draft202012Validator(doc, registry=self.registry, format_checker=FORMAT_CHECKER),
+            validator=ReferenceValidator(doc, registry=self.registry, format_checker=FORMAT_CHECKER),
             rules=[RULES[name] for name in doc.get("x-rules", [])],
         )
 

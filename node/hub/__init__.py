@@ -1,0 +1,1 @@
+"""The hub: verified ingest, provenance store, per-department ledgers, signed receipts, API."""

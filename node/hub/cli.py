@@ -1,0 +1,283 @@
+"""`cx hub …`: set up a hub, enrol departments and keys, provision the broker, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from ..protocol.envelope import format_time, parse_time
+from ..protocol.errors import ProtocolError
+from ..protocol.keys import PublicKey, SigningKey
+from .config import HubConfig
+from .store import Store
+
+HUB_TOML = """\
+# Credit Exchange hub configuration 企业信用信息交换中心配置
+# Paths are relative to this file. Any key can be overridden by an environment variable
+# CX_<SECTION>_<KEY>, e.g. CX_STORE_URL, CX_BROKER_MANAGEMENT_PASSWORD.
+
+[hub]
+name = "{name}"
+signing_key = "keys/hub.key"        # Ed25519; signs receipts and ledger checkpoints. Mode 0600.
+
+[store]
+# SQLite (embedded, the default) or PostgreSQL, e.g. "postgresql+psycopg://cx@127.0.0.1/cx"
+url = "{store_url}"
+
+[broker]
+url = "{amqp_url}"                   # no credentials here: the hub's password is in password_file
+# public_url = "amqps://exchange.example.gov.cn:5671/"   # what departments connect to (handover files)
+vhost = "{vhost}"
+user_prefix = "cx-"
+password_file = "secrets/broker/{user_prefix}hub.password"
+management_url = "{management_url}"
+management_user = "guest"            # an administrator of the broker, used by `cx hub provision`
+# management_password_file = "secrets/management.password"
+prefetch = 8
+
+[api]
+listen = "{listen}"
+"""
+
+
+def register(commands: Any) -> None:
+    hub = commands.add_parser("hub", help="run and administer the hub 交换中心")
+    sub = hub.add_subparsers(title="hub commands", metavar="ACTION", required=True)
+
+    init = sub.add_parser("init", help="create a hub: config, signing key, store")
+    init.add_argument("--dir", required=True, type=Path)
+    init.add_argument("--name", default="企业信用信息交换中心")
+    init.add_argument("--store-url", default="sqlite:///hub.db")
+    init.add_argument("--amqp-url", default="amqp://127.0.0.1:5672/")
+    init.add_argument("--vhost", default="credit-exchange")
+    init.add_argument("--management-url", default="http://127.0.0.1:15672")
+    init.add_argument("--listen", default="127.0.0.1:8470")
+    init.set_defaults(run=run_init)
+
+    add = sub.add_parser("add-dept", help="enrol a department and its public key 登记部门")
+    _config_arg(add)
+    add.add_argument("dept", help="department id, e.g. amr")
+    add.add_argument("--name", required=True, help="department name, e.g. 洛阳市市场监督管理局")
+    add.add_argument("--region", required=True, help="6-digit region code, e.g. 410300")
+    add.add_argument("--public-key", required=True, type=Path, help="the department's public key (PEM)")
+    add.add_argument("--valid-from", help="UTC time the key becomes valid (default: no lower bound)")
+    add.add_argument("--valid-to", help="UTC time the key stops being valid (default: until revoked)")
+    add.set_defaults(run=run_add_dept)
+
+    depts = sub.add_parser("depts", help="list departments and their keys")
+    _config_arg(depts)
+    depts.add_argument("--format", choices=("text", "json"), default="text")
+    depts.set_defaults(run=run_depts)
+
+    keys = sub.add_parser("keys", help="rotate or revoke department keys")
+    key_sub = keys.add_subparsers(title="keys actions", metavar="ACTION", required=True)
+    rotate = key_sub.add_parser("rotate", help="enrol a new key; the old one stays valid during an overlap")
+    _config_arg(rotate)
+    rotate.add_argument("--dept", required=True)
+    rotate.add_argument("--public-key", required=True, type=Path)
+    rotate.add_argument("--overlap-days", type=float, default=7.0, help="days the old key stays valid (default 7)")
+    rotate.set_defaults(run=run_rotate)
+    revoke = key_sub.add_parser("revoke", help="refuse batches signed with a key from a time on")
+    _config_arg(revoke)
+    revoke.add_argument("key_id")
+    revoke.add_argument("--at", help="UTC time of revocation, e.g. 2026-03-01T00:00:00.000Z (default: now)")
+    revoke.set_defaults(run=run_revoke)
+
+    provision = sub.add_parser("provision", help="create the broker vhost, queues, users and permissions")
+    _config_arg(provision)
+    provision.add_argument("--definitions", type=Path, metavar="DIR",
+                           help="also write the equivalent definitions.json into DIR")
+    provision.set_defaults(run=run_provision)
+
+    run = sub.add_parser("run", help="run ingest and the API")
+    _config_arg(run)
+    run.set_defaults(run=run_hub)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path(os.environ.get("CX_HUB_CONFIG", "hub.toml")),
+                        help="hub.toml (default: $CX_HUB_CONFIG or ./hub.toml)")
+
+
+def _usage_error(message: str) -> Exception:
+    from ..cli import UsageError
+
+    return UsageError(message)
+
+
+def load_config(path: Path) -> HubConfig:
+    try:
+        return HubConfig.load(path)
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+
+
+def open_store(cfg: HubConfig) -> Store:
+    store = Store(cfg.store_url, sqlite_synchronous=cfg.store.sqlite_synchronous)
+    store.migrate()
+    return store
+
+
+def _time_arg(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return format_time(parse_time(value))
+    except ValueError as exc:
+        raise _usage_error(f"时间格式错误 {exc}") from None
+
+
+def _public_key(path: Path) -> PublicKey:
+    try:
+        return PublicKey.load(path)
+    except OSError as exc:
+        raise _usage_error(f"无法读取公钥 cannot read {path}: {exc.strerror}") from None
+    except ProtocolError as exc:
+        raise _usage_error(f"公钥无效 unusable public key {path}: {exc.detail}") from None
+
+
+# -- commands --------------------------------------------------------------------------------
+
+def run_init(args: argparse.Namespace) -> int:
+    target: Path = args.dir
+    config_path = target / "hub.toml"
+    if config_path.exists():
+        raise _usage_error(f"{config_path} already exists; this folder already holds a hub 已存在")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "keys").mkdir(exist_ok=True)
+    (target / "secrets" / "broker").mkdir(parents=True, exist_ok=True)
+    os.chmod(target / "secrets", 0o700)
+    config_path.write_text(HUB_TOML.format(
+        name=args.name, store_url=args.store_url, amqp_url=args.amqp_url, vhost=args.vhost, user_prefix="cx-",
+        management_url=args.management_url, listen=args.listen))
+    key = SigningKey.generate()
+    key.save(target / "keys" / "hub.key", target / "keys" / "hub.pub")
+    cfg = load_config(config_path)
+    open_store(cfg).dispose()
+    print(f"hub created in {target}")
+    print(f"  hub key id 中心密钥: {key.key_id} (public key {target / 'keys' / 'hub.pub'}: give it to every department)")
+    print(f"  store 存储:          {cfg.store_url}")
+    print("next 下一步:")
+    print(f"  cx hub add-dept ID --name 名称 --region 410300 --public-key ID.pub --config {config_path}")
+    print(f"  cx hub provision --config {config_path}")
+    print(f"  cx hub run --config {config_path}")
+    return 0
+
+
+def run_add_dept(args: argparse.Namespace) -> int:
+    from .registry import RegistryError, add_department, add_key
+
+    cfg = load_config(args.config)
+    key = _public_key(args.public_key)
+    store = open_store(cfg)
+    try:
+        add_department(store, args.dept, args.name, args.region)
+        add_key(store, args.dept, key, _time_arg(args.valid_from), _time_arg(args.valid_to))
+    except RegistryError as exc:
+        raise _usage_error(str(exc)) from None
+    finally:
+        store.dispose()
+    print(f"department {args.dept} ({args.name}, {args.region}) enrolled with key {key.key_id} 已登记")
+    print(f"next: cx hub provision --config {args.config}  (creates its broker user and receipts queue)")
+    return 0
+
+
+def run_depts(args: argparse.Namespace) -> int:
+    from .registry import list_departments
+
+    store = open_store(load_config(args.config))
+    try:
+        depts = list_departments(store)
+    finally:
+        store.dispose()
+    if args.format == "json":
+        json.dump(depts, sys.stdout, ensure_ascii=False, indent=1)
+        print()
+        return 0
+    if not depts:
+        print("no departments yet 尚无部门; add one with `cx hub add-dept`")
+    for d in depts:
+        print(f"{d['dept']:<16} {d['name']} ({d['region']})  ledger {d['ledger_size']} records")
+        for k in d["keys"]:
+            until = k["revoked_at"] and f"revoked {k['revoked_at']}" or (k["valid_to"] and f"until {k['valid_to']}") or ""
+            print(f"    key {k['key_id']}  {k['state']}  {until}")
+    return 0
+
+
+def run_rotate(args: argparse.Namespace) -> int:
+    from .registry import RegistryError, rotate_key
+
+    cfg = load_config(args.config)
+    key = _public_key(args.public_key)
+    overlap = format_time(datetime.now(timezone.utc) + timedelta(days=args.overlap_days))
+    store = open_store(cfg)
+    try:
+        info, ended = rotate_key(store, args.dept, key, overlap)
+    except RegistryError as exc:
+        raise _usage_error(str(exc)) from None
+    finally:
+        store.dispose()
+    print(f"key {info.key_id} enrolled for {args.dept} 新密钥已登记")
+    for key_id in ended:
+        print(f"key {key_id} stays valid until {overlap}, then expires")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    from .registry import RegistryError, revoke_key
+
+    store = open_store(load_config(args.config))
+    try:
+        info = revoke_key(store, args.key_id, _time_arg(args.at))
+    except RegistryError as exc:
+        raise _usage_error(str(exc)) from None
+    finally:
+        store.dispose()
+    print(f"key {info.key_id} of {info.dept} revoked at {info.revoked_at} 已吊销: batches it signs from then on "
+          "are refused; what it signed before stays valid")
+    return 0
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    from .broker import BrokerError, CredentialStore, provision_hub, write_definitions
+    from .registry import list_departments
+
+    cfg = load_config(args.config)
+    store = open_store(cfg)
+    try:
+        depts = [d["dept"] for d in list_departments(store)]
+    finally:
+        store.dispose()
+    try:
+        changes = asyncio.run(provision_hub(cfg, depts))
+    except BrokerError as exc:
+        raise _usage_error(f"broker provisioning failed 代理配置失败: {exc}") from None
+    for change in changes:
+        print(f"  {change}")
+    print(f"{len(changes)} change(s) 项变更" if changes else "nothing to change; the broker is up to date 无需变更")
+    print(f"vhost {cfg.broker.vhost}: {len(depts)} department(s); handover files in {cfg.handover_dir}")
+    if args.definitions:
+        path = write_definitions(args.definitions / "definitions.json", cfg.topology, depts,
+                                 CredentialStore.for_hub(cfg), delivery_limit=cfg.broker.delivery_limit)
+        print(f"definitions written to {path} (mode 0600: it holds password hashes)")
+    return 0
+
+
+def run_hub(args: argparse.Namespace) -> int:
+    from .. import log
+    from .service import run
+
+    cfg = load_config(args.config)
+    log.configure()
+    try:
+        asyncio.run(run(cfg))
+    except KeyboardInterrupt:
+        pass
+    return 0

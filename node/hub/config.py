@@ -1,0 +1,96 @@
+"""The hub's configuration (hub.toml)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config
+from ..transport import Topology, amqp_url
+
+
+@dataclass(frozen=True)
+class HubSection:
+    name: str = "Credit Exchange hub"
+    signing_key: Path = Path("keys/hub.key")
+    data_dir: Path = Path(".")
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    url: str = "sqlite:///hub.db"  # relative SQLite paths are relative to the config file's folder
+    sqlite_synchronous: str = "FULL"  # a receipt is only sent after the batch is on disk
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    url: str = "amqp://127.0.0.1:5672/"  # no credentials here; the vhost comes from `vhost`
+    public_url: str = ""  # what departments connect to, written into their handover files; default `url`
+    vhost: str = "credit-exchange"
+    user_prefix: str = "cx-"
+    password_file: Path = Path("secrets/broker/hub.password")  # the hub's own broker user
+    management_url: str = "http://127.0.0.1:15672"
+    management_user: str = "guest"
+    management_password: str = ""  # prefer CX_BROKER_MANAGEMENT_PASSWORD or the file
+    management_password_file: Path | None = None
+    prefetch: int = 8
+    delivery_limit: int = 20  # redeliveries before a message is dead-lettered to quarantine
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    listen: str = "127.0.0.1:8470"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    hub: HubSection = field(default_factory=HubSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> HubConfig:
+        cfg = config.load(cls, path)
+        return HubConfig(cfg.hub, cfg.store, cfg.broker, cfg.api, Path(path).resolve())
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(vhost=self.broker.vhost, user_prefix=self.broker.user_prefix)
+
+    @property
+    def store_url(self) -> str:
+        """The SQLAlchemy URL, with a relative SQLite path made relative to the config file."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str(self.base / url[len(prefix):])
+        return url
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.base / "secrets"
+
+    @property
+    def handover_dir(self) -> Path:
+        return self.base / "handover"
+
+    def hub_amqp_url(self) -> str:
+        password = config.read_secret(os.environ.get("CX_BROKER_PASSWORD"), self.broker.password_file,
+                                      "the hub's broker password")
+        return amqp_url(self.broker.url, self.topology.hub_user, password, self.broker.vhost)
+
+    def management_password(self) -> str:
+        return config.read_secret(self.broker.management_password or None, self.broker.management_password_file,
+                                  "the broker management password") if (
+            self.broker.management_password or self.broker.management_password_file) else "guest"
+
+    def listen(self) -> tuple[str, int]:
+        host, _, port = self.api.listen.rpartition(":")
+        return host or "127.0.0.1", int(port)

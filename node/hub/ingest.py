@@ -1,0 +1,352 @@
+"""Verified ingest: attribute, verify, validate, deduplicate, store, append, receipt — one transaction per batch."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import structlog
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..protocol.envelope import (
+    DEFAULT_LIMITS, Batch, BatchHeader, Limits, RecordLine, content_hash, parse_batch, parse_record_line, utc_now,
+)
+from ..protocol.errors import FieldError, ProtocolError, Reason
+from ..protocol.keys import SigningKey
+from ..protocol.merkle import MerkleTree
+from ..protocol.receipts import Consistency, Receipt, Rejection
+from ..protocol.validation import SchemaRegistry, china_today, default_registry
+from ..transport import Topology
+from . import ledger
+from .metrics import HubMetrics
+from .registry import key_for_batch
+from .store import (
+    MAX_QUARANTINE_HEADER, Store, batches, departments, in_chunks, nodes, quarantine, record_versions, records,
+    sequence_events,
+)
+
+log = structlog.get_logger("cx.hub.ingest")
+AUTHORITY_FIELDS = ("authority", "court", "arbitration_body", "registration_authority", "conferred_by")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One message from the ingest queue, with what the broker vouches for."""
+
+    body: bytes
+    routing_key: str
+    user_id: str | None  # validated by RabbitMQ against the connection's user
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # accepted | redelivered | quarantined
+    dept: str | None
+    batch_id: str | None = None
+    receipt: bytes | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Checked:
+    """One record line after reading and validation."""
+
+    index: int
+    record: RecordLine | None
+    version: str | None  # content hash, when valid
+    errors: list[FieldError] = field(default_factory=list)
+
+
+class Quarantine(Exception):
+    def __init__(self, error: ProtocolError, batch: Batch | None = None):
+        self.error, self.batch = error, batch
+
+
+class Ingestor:
+    """The synchronous core of ingest; the broker consumer runs `process` in the store's thread."""
+
+    def __init__(self, store: Store, hub_key: SigningKey, topology: Topology, *,
+                 schemas: SchemaRegistry | None = None, limits: Limits = DEFAULT_LIMITS,
+                 metrics: HubMetrics | None = None, today: Callable[[], Any] = china_today):
+        self.store = store
+        self.hub_key = hub_key
+        self.topology = topology
+        self.schemas = schemas or default_registry()
+        self.limits = limits
+        self.metrics = metrics or HubMetrics()
+        self.today = today
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.metrics.stage_seconds.labels(name).observe(time.perf_counter() - start)
+
+    def process(self, msg: Inbound) -> Outcome:
+        """Decide what one inbound batch becomes. Never raises for bad input; store errors propagate."""
+        received = utc_now()
+        batch: Batch | None = None
+        try:
+            with self._stage("parse"):
+                batch = parse_batch(msg.body, self.limits)
+                self._attribute(batch.header, msg)
+            stored = self._stored(batch)
+            if stored is not None:
+                return stored
+            with self._stage("verify"):
+                with self.store.reader.connect() as conn:
+                    key = key_for_batch(conn, batch.header)
+                tree = batch.verify(key)
+            with self._stage("validate"):
+                checked = self.check_records(batch)
+            with self._stage("store"):
+                outcome = self._commit(batch, tree, checked, received)
+        except ProtocolError as exc:
+            return self._quarantine(msg, exc, batch, received)
+        except Quarantine as q:
+            return self._quarantine(msg, q.error, q.batch, received)
+        self._count(outcome)
+        return outcome
+
+    # -- checks before the transaction ----------------------------------------------------
+
+    def _attribute(self, header: BatchHeader, msg: Inbound) -> None:
+        """The routing key and the broker-validated user must both belong to the header's department."""
+        routed = msg.routing_key.split(".", 1)[0]
+        if routed != header.dept:
+            raise ProtocolError(Reason.DEPT_MISMATCH, f"routing key {msg.routing_key!r} is not department {header.dept!r}")
+        if msg.user_id != self.topology.dept_user(header.dept):
+            raise ProtocolError(Reason.USER_MISMATCH, f"published by broker user {msg.user_id!r}, "
+                                                      f"not {self.topology.dept_user(header.dept)!r}")
+
+    def _stored(self, batch: Batch) -> Outcome | None:
+        """A batch already committed gets its stored receipt again (hub crashed before ack, or a resend)."""
+        with self.store.reader.connect() as conn:
+            row = conn.execute(select(batches.c.header_hash, batches.c.receipt, batches.c.dept)
+                               .where(batches.c.batch_id == batch.header.batch_id)).first()
+        if row is None:
+            return None
+        if row.header_hash != batch.header_hash:
+            raise Quarantine(ProtocolError(Reason.BATCH_ID_REUSED,
+                                           f"batch id {batch.header.batch_id} was stored with another header"), batch)
+        self._event(batch.header, "redelivery", "the batch was already stored; receipt sent again")
+        self.metrics.batches.labels(row.dept, "redelivered").inc()
+        return Outcome("redelivered", row.dept, batch.header.batch_id, bytes(row.receipt))
+
+    def check_records(self, batch: Batch) -> list[Checked]:
+        today = self.today()
+        declared = batch.header.schemas
+        out = []
+        for index, line in enumerate(batch.lines):
+            try:
+                record = parse_record_line(line, self.limits)
+            except ProtocolError as exc:
+                out.append(Checked(index, None, None, [FieldError.from_protocol(exc)]))
+                continue
+            errors = self.schemas.check_record(record, today)
+            if not errors and declared.get(record.type) != record.schema_version:
+                errors = [FieldError("", "schema_not_declared",
+                                     f"批次头未声明该记录的数据规范版本 {record.type} v{record.schema_version}",
+                                     f"the batch header does not declare {record.type} v{record.schema_version}")]
+            out.append(Checked(index, record, None if errors else content_hash(record), errors))
+        return out
+
+    # -- the transaction ------------------------------------------------------------------
+
+    def _commit(self, batch: Batch, tree: MerkleTree, checked: list[Checked], received: str) -> Outcome:
+        h = batch.header
+        try:
+            with self.store.writer.begin() as conn:
+                size = conn.execute(select(departments.c.ledger_size).where(departments.c.dept == h.dept)
+                                    .with_for_update()).scalar_one()
+                if conn.execute(select(batches.c.batch_id).where(batches.c.batch_id == h.batch_id)).first():
+                    raise _AlreadyStored()
+                self._advance_chain(conn, batch, received)
+                return self._store(conn, batch, tree, checked, size, received)
+        except (_AlreadyStored, IntegrityError):
+            # another hub worker committed the same batch between our check and our insert
+            stored = self._stored(batch)
+            if stored is None:
+                raise
+            return stored
+
+    def _advance_chain(self, conn: Connection, batch: Batch, received: str) -> None:
+        """Check the node's sequence chain; record gaps and late fills, refuse replays and forks."""
+        h = batch.header
+        row = conn.execute(select(nodes).where(nodes.c.dept == h.dept, nodes.c.node == h.node)
+                           .with_for_update()).first()
+        if row is None:
+            missing = [[1, h.seq - 1]] if h.seq > 1 else []
+            if missing:
+                self._event(h, "gap", f"first batch seen from this node has seq {h.seq}", conn)
+            conn.execute(nodes.insert().values(dept=h.dept, node=h.node, last_seq=h.seq, last_header_hash=batch.header_hash,
+                                               missing=json.dumps(missing), last_batch_at=received))
+            return
+        missing = json.loads(row.missing)
+        last_seq, last_hash = row.last_seq, row.last_header_hash
+        if h.seq == last_seq + 1:
+            if h.prev != row.last_header_hash:
+                raise Quarantine(ProtocolError(Reason.CHAIN_BROKEN, f"seq {h.seq} does not link to the previous header "
+                                                                    f"of node {h.node}"), batch)
+            last_seq, last_hash = h.seq, batch.header_hash
+        elif h.seq > last_seq + 1:
+            missing.append([last_seq + 1, h.seq - 1])
+            self._event(h, "gap", f"sequence {last_seq + 1}..{h.seq - 1} not received", conn)
+            last_seq, last_hash = h.seq, batch.header_hash
+        else:
+            hole = next((r for r in missing if r[0] <= h.seq <= r[1]), None)
+            if hole is None:
+                raise Quarantine(ProtocolError(Reason.SEQUENCE_REPLAY, f"node {h.node} already used seq {h.seq} "
+                                                                       f"(last {last_seq}) for another batch"), batch)
+            missing.remove(hole)
+            missing.extend(r for r in ([hole[0], h.seq - 1], [h.seq + 1, hole[1]]) if r[0] <= r[1])
+            self._event(h, "late", f"seq {h.seq} arrived after {last_seq}", conn)
+        conn.execute(nodes.update().where(nodes.c.dept == h.dept, nodes.c.node == h.node).values(
+            last_seq=last_seq, last_header_hash=last_hash, missing=json.dumps(sorted(missing)), last_batch_at=received))
+
+    def _store(self, conn: Connection, batch: Batch, tree: MerkleTree, checked: list[Checked], size: int,
+               received: str) -> Outcome:
+        h = batch.header
+        ids = {c.record.record_id for c in checked if c.record is not None and not c.errors}
+        current = {r.record_id: r for r in in_chunks(
+            conn, lambda chunk: select(records.c.record_id, records.c.version, records.c.type, records.c.status)
+            .where(records.c.dept == h.dept, records.c.record_id.in_(chunk)), sorted(ids))}
+        known = set(current)
+        state = {rid: (r.version, r.type, r.status) for rid, r in current.items()}
+        leaves = tree.levels[0]
+        accepted_at = utc_now()
+        accepted, rejected, duplicates = [], [], 0
+        versions, new_leaves, latest = [], [], {}
+        for c in checked:
+            rec = c.record
+            if c.errors or rec is None:
+                rejected.append(Rejection(c.index, rec.record_id if rec else None, [e.to_json() for e in c.errors]))
+                continue
+            now = state.get(rec.record_id)
+            if now is not None and now[0] == c.version:
+                duplicates += 1
+                continue
+            problem = _conflict(rec, now)
+            if problem is not None:
+                rejected.append(Rejection(c.index, rec.record_id, [problem.to_json()]))
+                continue
+            index = size + len(new_leaves)
+            new_leaves.append(leaves[c.index])
+            status = "retracted" if rec.op == "retract" else "active"
+            state[rec.record_id] = (c.version, rec.type, status)
+            data = rec.data or {}
+            versions.append({
+                "dept": h.dept, "record_id": rec.record_id, "version": c.version, "op": rec.op, "type": rec.type,
+                "schema_version": rec.schema_version, "line": batch.lines[c.index], "leaf_hash": leaves[c.index],
+                "batch_id": h.batch_id, "line_index": c.index, "ledger_index": index,
+                "authority": next((data[f] for f in AUTHORITY_FIELDS if isinstance(data.get(f), str)), None),
+                "authority_uscc": data.get("authority_uscc"),
+                "entered_by": data.get("entered_by") or rec.source.get("entered_by"),
+                "node": h.node, "key_id": h.key_id, "source_adapter": rec.source.get("adapter"),
+                "source_locator": rec.source.get("locator"), "extracted": rec.source.get("extracted"),
+                "sent": h.created, "received": received, "accepted": accepted_at,
+            })
+            latest[rec.record_id] = {
+                "dept": h.dept, "record_id": rec.record_id, "type": rec.type, "version": c.version, "status": status,
+                "ledger_index": index, "subject_name": data.get("subject_name"), "uscc": data.get("uscc"),
+                "updated": accepted_at,
+            }
+            accepted.append(rec.record_id)
+
+        appended = ledger.append(conn, h.dept, size, new_leaves)
+        if versions:
+            conn.execute(record_versions.insert(), versions)
+            inserts = [dict(v, first_accepted=accepted_at) for rid, v in latest.items() if rid not in known]
+            updates = [{"b_dept": v["dept"], "b_record_id": v["record_id"], **{k: v[k] for k in _UPDATED}}
+                       for rid, v in latest.items() if rid in known]
+            if inserts:
+                conn.execute(records.insert(), inserts)
+            if updates:
+                conn.execute(_UPDATE_RECORD, updates)
+        checkpoint = ledger.sign_checkpoint(conn, self.hub_key, h.dept, appended.size, appended.root, accepted_at)
+        consistency = (Consistency(size, ledger.consistency_proof(conn, h.dept, size, appended.size))
+                       if appended.size > size else None)
+        receipt = Receipt.issue(self.hub_key, batch_id=h.batch_id, dept=h.dept, header_hash=batch.header_hash,
+                                accepted=accepted, rejected=rejected, duplicates=duplicates, checkpoint=checkpoint,
+                                received=received, consistency=consistency)
+        receipt_bytes = receipt.to_bytes()
+        conn.execute(batches.insert().values(
+            batch_id=h.batch_id, dept=h.dept, node=h.node, seq=h.seq, key_id=h.key_id, header=batch.header_bytes,
+            signature=batch.signature, header_hash=batch.header_hash, leaf_hashes=b"".join(leaves),
+            created=h.created, received=received, accepted_at=accepted_at, record_count=h.count,
+            accepted=len(accepted), rejected=len(rejected), duplicates=duplicates, ledger_size=appended.size,
+            receipt=receipt_bytes,
+        ))
+        self.metrics.ledger_size.labels(h.dept).set(appended.size)
+        return Outcome("accepted", h.dept, h.batch_id, receipt_bytes, accepted=len(accepted),
+                       rejected=len(rejected), duplicates=duplicates)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _event(self, h: BatchHeader, kind: str, detail: str, conn: Connection | None = None) -> None:
+        values = dict(dept=h.dept, node=h.node, seq=h.seq, kind=kind, batch_id=h.batch_id, detail=detail, at=utc_now())
+        if conn is not None:
+            conn.execute(sequence_events.insert().values(**values))
+        else:
+            with self.store.writer.begin() as own:
+                own.execute(sequence_events.insert().values(**values))
+        self.metrics.sequence_events.labels(h.dept, kind).inc()
+        log.info("sequence event", dept=h.dept, node=h.node, seq=h.seq, kind=kind, batch_id=h.batch_id)
+
+    def _quarantine(self, msg: Inbound, error: ProtocolError, batch: Batch | None, received: str) -> Outcome:
+        first_line = msg.body.split(b"\n", 1)[0][:MAX_QUARANTINE_HEADER]
+        dept = batch.header.dept if batch else msg.routing_key.split(".", 1)[0][:32] or None
+        batch_id = batch.header.batch_id if batch else None
+        with self.store.writer.begin() as conn:
+            conn.execute(quarantine.insert().values(
+                received=received, reason=error.reason.value, detail=error.detail[:2000],
+                routing_key=msg.routing_key[:300], user_id=(msg.user_id or "")[:100] or None,
+                message_id=(msg.message_id or "")[:100] or None, dept=dept, batch_id=batch_id, header=first_line,
+                size=len(msg.body)))
+        if batch is not None and error.reason in (Reason.SEQUENCE_REPLAY, Reason.CHAIN_BROKEN, Reason.BATCH_ID_REUSED):
+            self._event(batch.header, error.reason.value, error.detail)
+        self.metrics.quarantined.labels(error.reason.value).inc()
+        self.metrics.batches.labels(dept or "", "quarantined").inc()
+        log.warning("batch quarantined", reason=error.reason.value, detail=error.detail, dept=dept, batch_id=batch_id,
+                    routing_key=msg.routing_key, user_id=msg.user_id)
+        return Outcome("quarantined", dept, batch_id, reason=error.reason, detail=error.detail)
+
+    def _count(self, outcome: Outcome) -> None:
+        dept = outcome.dept or ""
+        self.metrics.batches.labels(dept, outcome.result).inc()
+        for result, n in (("accepted", outcome.accepted), ("rejected", outcome.rejected),
+                          ("duplicate", outcome.duplicates)):
+            if n:
+                self.metrics.records.labels(dept, result).inc(n)
+
+
+class _AlreadyStored(Exception):
+    pass
+
+
+def _conflict(rec: RecordLine, now: tuple[str, str, str] | None) -> FieldError | None:
+    """Why a valid record cannot become a new version of what the hub holds, if it cannot."""
+    if rec.op == "retract" and now is None:
+        return FieldError("", "retract_unknown", f"撤销的记录 {rec.record_id} 不存在",
+                          f"cannot retract {rec.record_id}: the hub has no such record")
+    if now is not None and now[1] != rec.type:
+        return FieldError("", "record_type_changed", f"记录 {rec.record_id} 的类型不能从 {now[1]} 改为 {rec.type}",
+                          f"record {rec.record_id} has type {now[1]}, not {rec.type}")
+    return None
+
+
+_UPDATED = ("type", "version", "status", "ledger_index", "subject_name", "uscc", "updated")
+_UPDATE_RECORD = records.update().where(
+    records.c.dept == bindparam("b_dept"), records.c.record_id == bindparam("b_record_id")
+).values({name: bindparam(name) for name in _UPDATED})

@@ -1,0 +1,85 @@
+"""Per-department Merkle ledgers kept as perfect-subtree hashes; proofs read only the nodes they need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.engine import Connection
+
+from ..protocol import merkle
+from ..protocol.errors import ProtocolError, Reason
+from ..protocol.keys import SigningKey
+from ..protocol.receipts import Checkpoint
+from .store import checkpoints, departments, in_chunks, ledger_nodes
+
+
+def fetch_nodes(conn: Connection, dept: str, wanted: set[merkle.Node]) -> dict[merkle.Node, bytes]:
+    found = in_chunks(
+        conn,
+        lambda chunk: select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
+            ledger_nodes.c.dept == dept, tuple_(ledger_nodes.c.level, ledger_nodes.c.idx).in_(chunk)),
+        sorted(wanted),
+    )
+    nodes = {(level, idx): bytes(h) for level, idx, h in found}
+    if len(nodes) != len(wanted):
+        raise LookupError(f"ledger of {dept} is missing nodes {sorted(wanted - set(nodes))[:5]}")
+    return nodes
+
+
+def append(conn: Connection, dept: str, size: int, leaves: Sequence[bytes]) -> merkle.Appended:
+    """Append leaf hashes to the ledger (the caller holds the department row lock)."""
+    frontier_ids = merkle.frontier_nodes(size)
+    known = fetch_nodes(conn, dept, set(frontier_ids)) if frontier_ids else {}
+    frontier = [(level, idx, known[(level, idx)]) for level, idx in frontier_ids]
+    appended = merkle.append_leaves(size, frontier, leaves)
+    if appended.nodes:
+        conn.execute(ledger_nodes.insert(), [
+            {"dept": dept, "level": level, "idx": idx, "hash": h} for level, idx, h in appended.nodes
+        ])
+        conn.execute(departments.update().where(departments.c.dept == dept).values(ledger_size=appended.size))
+    return appended
+
+
+def root(conn: Connection, dept: str, size: int) -> bytes:
+    return merkle.get_nodes_then(lambda w: fetch_nodes(conn, dept, w), [(0, size)])[0] if size else merkle.EMPTY_ROOT
+
+
+def inclusion_proof(conn: Connection, dept: str, index: int, size: int) -> list[bytes]:
+    return merkle.get_nodes_then(lambda w: fetch_nodes(conn, dept, w), merkle.inclusion_ranges(index, size))
+
+
+def consistency_proof(conn: Connection, dept: str, old: int, new: int) -> list[bytes]:
+    return merkle.get_nodes_then(lambda w: fetch_nodes(conn, dept, w), merkle.consistency_ranges(old, new))
+
+
+def latest_checkpoint(conn: Connection, dept: str) -> Checkpoint | None:
+    row = conn.execute(
+        select(checkpoints).where(checkpoints.c.dept == dept).order_by(checkpoints.c.size.desc()).limit(1)
+    ).first()
+    return checkpoint_from_row(row._mapping) if row else None
+
+
+def checkpoint_at(conn: Connection, dept: str, size: int) -> Checkpoint | None:
+    row = conn.execute(select(checkpoints).where(checkpoints.c.dept == dept, checkpoints.c.size == size)).first()
+    return checkpoint_from_row(row._mapping) if row else None
+
+
+def checkpoint_from_row(row: dict) -> Checkpoint:
+    return Checkpoint(row["dept"], row["size"], row["root"], row["time"], row["key_id"], row["signature"])
+
+
+def sign_checkpoint(conn: Connection, key: SigningKey, dept: str, size: int, root_hash: bytes, time: str) -> Checkpoint:
+    """A checkpoint for a new size; a batch that added nothing gets the latest one again."""
+    existing = checkpoint_at(conn, dept, size)
+    if existing is not None:
+        return existing
+    cp = Checkpoint.sign(key, dept, size, root_hash, time)
+    conn.execute(checkpoints.insert().values(dept=dept, size=size, root=cp.root, time=cp.time,
+                                             key_id=cp.key_id, signature=cp.signature))
+    return cp
+
+
+def check_sizes(old: int, new: int, size: int) -> None:
+    if not 0 <= old <= new <= size:
+        raise ProtocolError(Reason.BAD_PROOF, f"sizes must satisfy 0 <= {old} <= {new} <= ledger size {size}")

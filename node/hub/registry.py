@@ -1,0 +1,125 @@
+"""Department registry: departments and their signing keys, rotation and revocation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..protocol.envelope import DEPT_ID, BatchHeader, utc_now
+from ..protocol.errors import ProtocolError, Reason
+from ..protocol.keys import PublicKey
+from .store import Store, dept_keys, departments, rows
+
+REGION = re.compile(r"^[1-8][0-9]{5}$")
+
+
+class RegistryError(Exception):
+    """An operator request the registry cannot carry out, said plainly."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    dept: str
+    valid_from: str | None
+    valid_to: str | None
+    revoked_at: str | None
+    added: str
+
+    def state(self, at: str) -> str:
+        if self.revoked_at and at >= self.revoked_at:
+            return "revoked"
+        if self.valid_from and at < self.valid_from:
+            return "not_yet_valid"
+        if self.valid_to and at > self.valid_to:
+            return "expired"
+        return "active"
+
+
+def add_department(store: Store, dept: str, name: str, region: str) -> None:
+    if not DEPT_ID.match(dept):
+        raise RegistryError(f"部门标识无效 invalid department id {dept!r}: 1-32 lower-case letters, digits, - or _")
+    if not REGION.match(region):
+        raise RegistryError(f"行政区划代码无效 invalid region code {region!r}: 6 digits (GB/T 2260)")
+    try:
+        with store.writer.begin() as conn:
+            conn.execute(departments.insert().values(dept=dept, name=name, region=region, created=utc_now(),
+                                                     ledger_size=0))
+    except IntegrityError:
+        raise RegistryError(f"部门已存在 department {dept!r} already exists") from None
+
+
+def add_key(store: Store, dept: str, key: PublicKey, valid_from: str | None = None,
+            valid_to: str | None = None) -> KeyInfo:
+    with store.writer.begin() as conn:
+        _require_dept(conn, dept)
+        existing = conn.execute(select(dept_keys.c.dept).where(dept_keys.c.key_id == key.key_id)).scalar()
+        if existing is not None:
+            raise RegistryError(f"密钥已登记 key {key.key_id} is already enrolled (department {existing})")
+        info = KeyInfo(key.key_id, dept, valid_from, valid_to, None, utc_now())
+        conn.execute(dept_keys.insert().values(public_key=key.raw, **info.__dict__))
+    return info
+
+
+def rotate_key(store: Store, dept: str, new_key: PublicKey, overlap_until: str) -> tuple[KeyInfo, list[str]]:
+    """Enrol a new key now; the department's other active keys stay valid until `overlap_until`."""
+    info = add_key(store, dept, new_key)
+    now = utc_now()
+    ended = []
+    with store.writer.begin() as conn:
+        for row in rows(conn, select(dept_keys).where(dept_keys.c.dept == dept, dept_keys.c.key_id != new_key.key_id)):
+            old = _info(row)
+            if old.state(now) == "active" and (old.valid_to is None or old.valid_to > overlap_until):
+                conn.execute(dept_keys.update().where(dept_keys.c.key_id == old.key_id).values(valid_to=overlap_until))
+                ended.append(old.key_id)
+    return info, ended
+
+
+def revoke_key(store: Store, key_id: str, at: str | None = None) -> KeyInfo:
+    """Batches created at or after `at` (default now) with this key are refused; earlier ones stay valid."""
+    at = at or utc_now()
+    with store.writer.begin() as conn:
+        row = conn.execute(select(dept_keys).where(dept_keys.c.key_id == key_id)).first()
+        if row is None:
+            raise RegistryError(f"未知密钥 unknown key id {key_id}")
+        conn.execute(dept_keys.update().where(dept_keys.c.key_id == key_id).values(revoked_at=at))
+        return _info({**row._mapping, "revoked_at": at})
+
+
+def list_departments(store: Store) -> list[dict]:
+    with store.reader.connect() as conn:
+        depts = rows(conn, select(departments).order_by(departments.c.dept))
+        keys = rows(conn, select(dept_keys).order_by(dept_keys.c.added))
+    now = utc_now()
+    for d in depts:
+        d["keys"] = [{**_info(k).__dict__, "state": _info(k).state(now)} for k in keys if k["dept"] == d["dept"]]
+    return depts
+
+
+def key_for_batch(conn: Connection, header: BatchHeader) -> PublicKey:
+    """The department key that may have signed this header, or the reason it may not."""
+    if conn.execute(select(departments.c.dept).where(departments.c.dept == header.dept)).first() is None:
+        raise ProtocolError(Reason.UNKNOWN_DEPT, f"department {header.dept!r} is not enrolled")
+    row = conn.execute(select(dept_keys).where(dept_keys.c.key_id == header.key_id)).first()
+    if row is None or row.dept != header.dept:
+        raise ProtocolError(Reason.UNKNOWN_KEY, f"key {header.key_id} is not enrolled for {header.dept!r}")
+    state = _info(row._mapping).state(header.created)
+    if state == "revoked":
+        raise ProtocolError(Reason.KEY_REVOKED, f"key {header.key_id} was revoked at {row.revoked_at}; "
+                                                f"batch created {header.created}")
+    if state != "active":
+        raise ProtocolError(Reason.KEY_NOT_ACTIVE, f"key {header.key_id} is {state} at {header.created}")
+    return PublicKey.from_raw(bytes(row.public_key))
+
+
+def _require_dept(conn: Connection, dept: str) -> None:
+    if conn.execute(select(departments.c.dept).where(departments.c.dept == dept)).first() is None:
+        raise RegistryError(f"未登记的部门 unknown department {dept!r}; add it with `cx hub add-dept`")
+
+
+def _info(row: dict) -> KeyInfo:
+    return KeyInfo(row["key_id"], row["dept"], row["valid_from"], row["valid_to"], row["revoked_at"], row["added"])

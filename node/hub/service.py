@@ -1,0 +1,110 @@
+"""`cx hub run`: ingest from the broker and the HTTP API in one process, each resource owned by the app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+
+from ..protocol.keys import SigningKey
+from .. import transport
+from .config import HubConfig
+from .ingest import Inbound, Ingestor
+from .metrics import HubMetrics
+from .store import Store
+from .web import BROKER_READY, METRICS, STORE, add_routes
+
+log = structlog.get_logger("cx.hub")
+
+CONFIG = web.AppKey("config", HubConfig)
+INGESTOR = web.AppKey("ingestor", Ingestor)
+STORE_RETRY_SECONDS = 2.0
+
+
+def build_app(cfg: HubConfig) -> web.Application:
+    app = web.Application()
+    app[CONFIG] = cfg
+    app[METRICS] = HubMetrics()
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_ingest_ctx)
+    add_routes(app)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG]
+    store = Store(cfg.store_url, sqlite_synchronous=cfg.store.sqlite_synchronous)
+    found = await asyncio.to_thread(store.migrate)
+    log.info("store ready", url=str(store.url.render_as_string(hide_password=True)), schema_found=found)
+    app[STORE] = store
+    yield
+    store.dispose()
+
+
+async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Consume the ingest queue; one store thread keeps each department's ledger appends in order."""
+    cfg = app[CONFIG]
+    topology = cfg.topology
+    ingestor = Ingestor(app[STORE], SigningKey.load(cfg.hub.signing_key), topology, metrics=app[METRICS])
+    app[INGESTOR] = ingestor
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-store")
+    connection = await transport.connect(cfg.hub_amqp_url(), name="cx-hub")
+    app[BROKER_READY] = lambda: not connection.is_closed
+    channel = await transport.confirmed_channel(connection, prefetch=cfg.broker.prefetch)
+    receipts = await channel.get_exchange(topology.receipts_exchange, ensure=False)
+    queue = await channel.get_queue(topology.ingest_queue, ensure=False)
+    loop = asyncio.get_running_loop()
+    metrics = app[METRICS]
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        inbound = Inbound(message.body, message.routing_key or "", message.user_id, message.message_id)
+        if message.type == transport.HEARTBEAT:
+            await message.ack()  # heartbeats are handled by the node-liveness feature
+            return
+        try:
+            outcome = await loop.run_in_executor(executor, ingestor.process, inbound)
+        except Exception:  # the store failed: keep the message, back off, let the broker redeliver it
+            log.exception("store error; message returned to the queue", routing_key=inbound.routing_key)
+            await asyncio.sleep(STORE_RETRY_SECONDS)
+            await message.nack(requeue=True)
+            return
+        bound = log.bind(batch_id=outcome.batch_id, dept=outcome.dept)
+        if outcome.result == "quarantined":
+            await message.reject(requeue=False)  # dead-lettered to the quarantine queue, already recorded
+            return
+        start = time.perf_counter()
+        await transport.publish(receipts, outcome.dept or "", outcome.receipt or b"", message_type=transport.RECEIPT,
+                                message_id=outcome.batch_id or "")
+        metrics.stage_seconds.labels("publish").observe(time.perf_counter() - start)
+        start = time.perf_counter()
+        await message.ack()
+        metrics.stage_seconds.labels("ack").observe(time.perf_counter() - start)
+        bound.info("batch " + outcome.result, accepted=outcome.accepted, rejected=outcome.rejected,
+                   duplicates=outcome.duplicates)
+
+    tag = await queue.consume(on_message)
+    log.info("consuming", queue=topology.ingest_queue, vhost=topology.vhost, prefetch=cfg.broker.prefetch)
+    yield
+    await queue.cancel(tag)
+    await connection.close()
+    executor.shutdown(wait=True)
+
+
+async def run(cfg: HubConfig) -> None:
+    app = build_app(cfg)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    host, port = cfg.listen()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("hub API listening", url=f"http://{host}:{port}/")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+

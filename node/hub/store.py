@@ -1,0 +1,248 @@
+"""The hub's store: SQLAlchemy Core tables on SQLite (embedded default) or PostgreSQL, versioned."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger, Column, Engine, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    create_engine, event, select, text,
+)
+from sqlalchemy.engine import Connection, make_url
+
+SCHEMA_VERSION = 1
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite only autoincrements INTEGER PRIMARY KEY
+TIME = String(32)  # UTC, "2026-01-02T03:04:05.678Z": exactly what was signed, and sorts as text
+HASH = String(64)  # SHA-256 hex
+
+metadata = MetaData()
+
+schema_version = Table("cx_schema", metadata, Column("version", Integer, nullable=False))
+
+departments = Table(
+    "departments", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("region", String(6), nullable=False),
+    Column("created", TIME, nullable=False),
+    # the head of the department's ledger; the row is locked while a batch is appended
+    Column("ledger_size", BigInteger, nullable=False, default=0),
+)
+
+dept_keys = Table(
+    "dept_keys", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("dept", String(32), nullable=False, index=True),
+    Column("public_key", LargeBinary(32), nullable=False),
+    Column("valid_from", TIME),  # NULL: valid for anything signed before valid_to / revocation
+    Column("valid_to", TIME),
+    Column("revoked_at", TIME),
+    Column("added", TIME, nullable=False),
+)
+
+nodes = Table(
+    "nodes", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("node", String(64), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_header_hash", HASH, nullable=False),
+    Column("missing", Text, nullable=False, default="[]"),  # JSON list of sequence numbers not yet seen
+    Column("last_batch_at", TIME, nullable=False),
+)
+
+sequence_events = Table(
+    "sequence_events", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("dept", String(32), nullable=False),
+    Column("node", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", String(20), nullable=False),  # gap, late, redelivery, replay, chain_broken
+    Column("batch_id", String(36)),
+    Column("detail", Text),
+    Column("at", TIME, nullable=False),
+    Index("ix_sequence_events_dept", "dept", "at"),
+)
+
+batches = Table(
+    "batches", metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("dept", String(32), nullable=False),
+    Column("node", String(64), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("header", LargeBinary, nullable=False),  # exact signed bytes
+    Column("signature", LargeBinary(64), nullable=False),
+    Column("header_hash", HASH, nullable=False),
+    Column("leaf_hashes", LargeBinary, nullable=False),  # 32 bytes per line, for inclusion proofs
+    Column("created", TIME, nullable=False),
+    Column("received", TIME, nullable=False),
+    Column("accepted_at", TIME, nullable=False),
+    Column("record_count", Integer, nullable=False),
+    Column("accepted", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("duplicates", Integer, nullable=False),
+    Column("ledger_size", BigInteger, nullable=False),
+    Column("receipt", LargeBinary, nullable=False),
+    Index("ix_batches_dept_received", "dept", "received"),
+)
+
+records = Table(
+    "records", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("record_id", String(200), primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("version", HASH, nullable=False),  # content hash of the current version
+    Column("status", String(10), nullable=False),  # active | retracted
+    Column("ledger_index", BigInteger, nullable=False),
+    Column("subject_name", String(200)),
+    Column("uscc", String(18)),
+    Column("first_accepted", TIME, nullable=False),
+    Column("updated", TIME, nullable=False),
+    Index("ix_records_uscc", "uscc"),
+    Index("ix_records_subject_name", "subject_name"),
+)
+
+record_versions = Table(
+    "record_versions", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("dept", String(32), nullable=False),
+    Column("record_id", String(200), nullable=False),
+    Column("version", HASH, nullable=False),
+    Column("op", String(10), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("line", LargeBinary, nullable=False),  # the record line's exact bytes
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("line_index", Integer, nullable=False),
+    Column("ledger_index", BigInteger, nullable=False),
+    # provenance: 谁产生、谁录入、谁提供、谁负责
+    Column("authority", String(200)),
+    Column("authority_uscc", String(18)),
+    Column("entered_by", String(100)),
+    Column("node", String(64), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("source_adapter", String(64)),
+    Column("source_locator", String(500)),
+    Column("extracted", TIME),
+    Column("sent", TIME, nullable=False),  # the batch's created time
+    Column("received", TIME, nullable=False),
+    Column("accepted", TIME, nullable=False),
+    Index("ix_record_versions_record", "dept", "record_id"),
+    Index("ux_record_versions_ledger", "dept", "ledger_index", unique=True),
+)
+
+ledger_nodes = Table(
+    "ledger_nodes", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("level", Integer, primary_key=True),
+    Column("idx", BigInteger, primary_key=True),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("size", BigInteger, primary_key=True),
+    Column("root", HASH, nullable=False),
+    Column("time", TIME, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("signature", String(100), nullable=False),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("received", TIME, nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("detail", Text),
+    Column("routing_key", String(300)),
+    Column("user_id", String(100)),
+    Column("message_id", String(100)),
+    Column("dept", String(32)),  # as claimed by the header or routing key; not verified
+    Column("batch_id", String(36)),
+    Column("header", LargeBinary),  # the raw first line, at most 64 KiB
+    Column("size", Integer, nullable=False),
+    Index("ix_quarantine_received", "received"),
+)
+
+MAX_QUARANTINE_HEADER = 64 * 1024
+
+
+class Store:
+    """Owns the database engines. Writes go through `writer` (SQLite: BEGIN IMMEDIATE), reads through `reader`."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL"):
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self.writer = self._sqlite_engine(immediate=True, synchronous=sqlite_synchronous)
+            self.reader = self._sqlite_engine(immediate=False, synchronous=sqlite_synchronous)
+        else:
+            self.writer = self.reader = create_engine(self.url, pool_pre_ping=True)
+
+    def _sqlite_engine(self, *, immediate: bool, synchronous: str) -> Engine:
+        engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            # a writer takes the lock at BEGIN, so two writers never deadlock upgrading a read lock
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema to SCHEMA_VERSION; returns the version found before."""
+        with self.writer.begin() as conn:
+            if self.writer.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(804219)"))  # one migrating hub at a time
+            metadata.create_all(conn, tables=[schema_version])
+            found = conn.execute(select(schema_version.c.version)).scalar()
+            if found is None:
+                metadata.create_all(conn)
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                return 0
+            if found > SCHEMA_VERSION:
+                raise RuntimeError(f"the store has schema version {found}, newer than this hub ({SCHEMA_VERSION}); "
+                                   "upgrade Credit Exchange")
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version](conn)
+                conn.execute(schema_version.update().values(version=version))
+            return found
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+
+
+# version -> upgrade step from the version before; SCHEMA_VERSION 1 is created whole
+MIGRATIONS: dict[int, Any] = {}
+
+
+def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def rows(conn: Connection, statement: Any) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in conn.execute(statement)]
+
+
+def in_chunks(conn: Connection, make: Any, keys: Iterable[Any]) -> list[Any]:
+    """Run `make(chunk)` for chunks of keys (bounded IN lists) and gather the rows."""
+    keys = list(keys)
+    out: list[Any] = []
+    for chunk in chunks(keys):
+        out.extend(conn.execute(make(chunk)).all())
+    return out

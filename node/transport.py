@@ -1,0 +1,102 @@
+"""RabbitMQ transport shared by hub and node: topology names, connections, confirmed publishing."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+# AMQP message types the records exchange carries
+BATCH = "cx.batch/1"
+HEARTBEAT = "cx.heartbeat/1"
+RECEIPT = "cx.receipt/1"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of everything the hub provisions in its vhost; nodes and hub derive them the same way."""
+
+    vhost: str = "credit-exchange"
+    user_prefix: str = "cx-"  # broker users are global to the broker: tests give each run its own prefix
+
+    records_exchange: str = "cx.records"  # topic, routing key "<dept>.<record type>"
+    ingest_queue: str = "cx.ingest"  # quorum, consumed by the hub
+    dead_letter_exchange: str = "cx.dlx"  # fanout
+    quarantine_queue: str = "cx.quarantine"  # quorum, what the hub could not attribute or verify
+    receipts_exchange: str = "cx.receipts"  # direct, routing key "<dept>"
+
+    @property
+    def hub_user(self) -> str:
+        return f"{self.user_prefix}hub"
+
+    def dept_user(self, dept: str) -> str:
+        return f"{self.user_prefix}dept-{dept}"
+
+    def dept_of_user(self, user: str | None) -> str | None:
+        prefix = f"{self.user_prefix}dept-"
+        return user[len(prefix):] if user and user.startswith(prefix) else None
+
+    def receipts_queue(self, dept: str) -> str:
+        return f"cx.receipts.{dept}"
+
+    @staticmethod
+    def routing_key(dept: str, kind: str) -> str:
+        return f"{dept}.{kind}"
+
+
+def amqp_url(base: str, user: str, password: str, vhost: str) -> str:
+    """Put credentials and vhost into an amqp(s):// URL that has neither (or replace them)."""
+    parts = urlsplit(base)
+    host = parts.hostname or "127.0.0.1"
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
+    return urlunsplit((parts.scheme or "amqp", netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def connect(url: str, *, ssl_context: ssl.SSLContext | None = None, name: str = "cx") -> AbstractRobustConnection:
+    """A robust connection: it reconnects and re-declares consumers after a broker restart."""
+    kwargs = {"client_properties": {"connection_name": name}}
+    if ssl_context is not None:
+        kwargs["ssl_context"] = ssl_context
+    return await aio_pika.connect_robust(url, **kwargs)
+
+
+async def confirmed_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractChannel:
+    """A channel with publisher confirms on, and unroutable messages raised, not dropped."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    if prefetch:
+        await channel.set_qos(prefetch_count=prefetch)
+    return channel
+
+
+async def publish(
+    exchange: AbstractExchange,
+    routing_key: str,
+    body: bytes,
+    *,
+    message_type: str,
+    message_id: str,
+    user_id: str | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Publish a persistent message and wait for the broker's confirm (raises if refused or unroutable)."""
+    message = aio_pika.Message(
+        body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/x-ndjson",
+        type=message_type,
+        message_id=message_id,
+        user_id=user_id,
+    )
+    await exchange.publish(message, routing_key, mandatory=True, timeout=timeout)
