@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config import ConfigError, UsageError
 from .protocol import jsonutil
 from .protocol.bundle import ProofBundle
 from .protocol.envelope import DEPT_ID, RecordLine
@@ -20,10 +21,6 @@ from .protocol.validation import default_registry
 EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
 
-class UsageError(Exception):
-    """Input the command cannot work with at all (exit 2), explained in Chinese and English."""
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -32,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     try:
         return args.run(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"cx: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:
@@ -68,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=run_verify)
 
     from .hub import cli as hub_cli
+    from .node import cli as node_cli
 
     hub_cli.register(commands)
+    node_cli.register(commands)
     return parser
 
 

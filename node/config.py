@@ -17,6 +17,10 @@ class ConfigError(Exception):
     """A configuration file or value that cannot be used, explained for the person who wrote it."""
 
 
+class UsageError(Exception):
+    """Input a command cannot work with at all (the command exits 2), explained in Chinese and English."""
+
+
 def read_secret(value: str | None, file: str | Path | None, what: str) -> str:
     """A secret given directly (environment) or in a file; files are stripped of surrounding whitespace."""
     if value:

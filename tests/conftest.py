@@ -1,1 +1,39 @@
-"""Shared test fixtures."""
+"""Shared fixtures: every test gets its own broker vhost, users and database, removed afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support import Hub, create_pg_database, delete_broker_state, drop_pg_database, make_hub, run_sync
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
+    """make(depts, store="sqlite"|"postgresql") -> Hub, provisioned in its own vhost; cleaned up after."""
+    made: list[Hub] = []
+    databases: list[str] = []
+
+    def make(depts: list[str], store: str = "sqlite", name: str = "hub") -> Hub:
+        url = "sqlite:///hub.db"
+        if store == "postgresql":
+            db = create_pg_database()
+            databases.append(db)
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+        hub = make_hub(tmp_path / name, depts, store_url=url)
+        made.append(hub)
+        return hub
+
+    yield make
+    for hub in made:
+        hub.kill()
+        run_sync(delete_broker_state(hub.topology))
+    for db in databases:
+        drop_pg_database(db)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, UsageError
 from ..protocol.envelope import format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey, SigningKey
@@ -107,8 +107,6 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _usage_error(message: str) -> Exception:
-    from ..cli import UsageError
-
     return UsageError(message)
 
 

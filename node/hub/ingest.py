@@ -18,6 +18,7 @@ from ..protocol.envelope import (
     DEFAULT_LIMITS, Batch, BatchHeader, Limits, RecordLine, content_hash, parse_batch, parse_record_line, utc_now,
 )
 from ..protocol.errors import FieldError, ProtocolError, Reason
+from ..protocol.heartbeat import Heartbeat
 from ..protocol.keys import SigningKey
 from ..protocol.merkle import MerkleTree
 from ..protocol.receipts import Consistency, Receipt, Rejection
@@ -25,9 +26,9 @@ from ..protocol.validation import SchemaRegistry, china_today, default_registry
 from ..transport import Topology
 from . import ledger
 from .metrics import HubMetrics
-from .registry import key_for_batch
+from .registry import key_for, key_for_batch
 from .store import (
-    MAX_QUARANTINE_HEADER, Store, batches, departments, in_chunks, nodes, quarantine, record_versions, records,
+    MAX_QUARANTINE_HEADER, Store, batches, departments, heartbeats, in_chunks, nodes, quarantine, record_versions, records,
     sequence_events,
 )
 
@@ -47,7 +48,7 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str  # accepted | redelivered | quarantined
+    result: str  # accepted | redelivered | quarantined | heartbeat
     dept: str | None
     batch_id: str | None = None
     receipt: bytes | None = None
@@ -119,16 +120,44 @@ class Ingestor:
         self._count(outcome)
         return outcome
 
+    def process_heartbeat(self, msg: Inbound) -> Outcome:
+        """Verify a node's signed heartbeat and keep the latest one per node."""
+        received = utc_now()
+        try:
+            beat, body, sig = Heartbeat.read(msg.body)
+            self._attribute_dept(beat.dept, msg)
+            with self.store.reader.connect() as conn:
+                key = key_for(conn, beat.dept, beat.key_id, beat.time)
+            Heartbeat.verify(body, sig, key)
+        except ProtocolError as exc:
+            return self._quarantine(msg, exc, None, received)
+        values = dict(time=beat.time, received=received, key_id=beat.key_id, version=beat.version[:40],
+                      outbox_depth=beat.outbox_depth,
+                      oldest_pending_seconds=None if beat.oldest_pending_seconds is None
+                      else int(beat.oldest_pending_seconds),
+                      last_error=(beat.last_error or None) and str(beat.last_error)[:2000],
+                      inventory=json.dumps(beat.inventory, ensure_ascii=False), body=body, signature=sig)
+        with self.store.writer.begin() as conn:
+            updated = conn.execute(heartbeats.update().where(heartbeats.c.dept == beat.dept,
+                                                             heartbeats.c.node == beat.node).values(**values))
+            if updated.rowcount == 0:
+                conn.execute(heartbeats.insert().values(dept=beat.dept, node=beat.node, **values))
+        self.metrics.heartbeats.labels(beat.dept).inc()
+        return Outcome("heartbeat", beat.dept)
+
     # -- checks before the transaction ----------------------------------------------------
 
     def _attribute(self, header: BatchHeader, msg: Inbound) -> None:
-        """The routing key and the broker-validated user must both belong to the header's department."""
+        self._attribute_dept(header.dept, msg)
+
+    def _attribute_dept(self, dept: str, msg: Inbound) -> None:
+        """The routing key and the broker-validated user must both belong to the signer's department."""
         routed = msg.routing_key.split(".", 1)[0]
-        if routed != header.dept:
-            raise ProtocolError(Reason.DEPT_MISMATCH, f"routing key {msg.routing_key!r} is not department {header.dept!r}")
-        if msg.user_id != self.topology.dept_user(header.dept):
+        if routed != dept:
+            raise ProtocolError(Reason.DEPT_MISMATCH, f"routing key {msg.routing_key!r} is not department {dept!r}")
+        if msg.user_id != self.topology.dept_user(dept):
             raise ProtocolError(Reason.USER_MISMATCH, f"published by broker user {msg.user_id!r}, "
-                                                      f"not {self.topology.dept_user(header.dept)!r}")
+                                                      f"not {self.topology.dept_user(dept)!r}")
 
     def _stored(self, batch: Batch) -> Outcome | None:
         """A batch already committed gets its stored receipt again (hub crashed before ack, or a resend)."""

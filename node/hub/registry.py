@@ -102,17 +102,21 @@ def list_departments(store: Store) -> list[dict]:
 
 def key_for_batch(conn: Connection, header: BatchHeader) -> PublicKey:
     """The department key that may have signed this header, or the reason it may not."""
-    if conn.execute(select(departments.c.dept).where(departments.c.dept == header.dept)).first() is None:
-        raise ProtocolError(Reason.UNKNOWN_DEPT, f"department {header.dept!r} is not enrolled")
-    row = conn.execute(select(dept_keys).where(dept_keys.c.key_id == header.key_id)).first()
-    if row is None or row.dept != header.dept:
-        raise ProtocolError(Reason.UNKNOWN_KEY, f"key {header.key_id} is not enrolled for {header.dept!r}")
-    state = _info(row._mapping).state(header.created)
+    return key_for(conn, header.dept, header.key_id, header.created)
+
+
+def key_for(conn: Connection, dept: str, key_id: str, at: str) -> PublicKey:
+    """The enrolled key `key_id` of `dept` if it was valid at `at` (the signer's stated time)."""
+    if conn.execute(select(departments.c.dept).where(departments.c.dept == dept)).first() is None:
+        raise ProtocolError(Reason.UNKNOWN_DEPT, f"department {dept!r} is not enrolled")
+    row = conn.execute(select(dept_keys).where(dept_keys.c.key_id == key_id)).first()
+    if row is None or row.dept != dept:
+        raise ProtocolError(Reason.UNKNOWN_KEY, f"key {key_id} is not enrolled for {dept!r}")
+    state = _info(row._mapping).state(at)
     if state == "revoked":
-        raise ProtocolError(Reason.KEY_REVOKED, f"key {header.key_id} was revoked at {row.revoked_at}; "
-                                                f"batch created {header.created}")
+        raise ProtocolError(Reason.KEY_REVOKED, f"key {key_id} was revoked at {row.revoked_at}; signed at {at}")
     if state != "active":
-        raise ProtocolError(Reason.KEY_NOT_ACTIVE, f"key {header.key_id} is {state} at {header.created}")
+        raise ProtocolError(Reason.KEY_NOT_ACTIVE, f"key {key_id} is {state} at {at}")
     return PublicKey.from_raw(bytes(row.public_key))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +26,8 @@ log = structlog.get_logger("cx.hub")
 CONFIG = web.AppKey("config", HubConfig)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 STORE_RETRY_SECONDS = 2.0
+# fault injection for the crash-recovery test only (CX_FAULT_INJECT=crash-after-commit)
+FAULT = os.environ.get("CX_FAULT_INJECT", "")
 
 
 def build_app(cfg: HubConfig) -> web.Application:
@@ -63,11 +67,9 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         inbound = Inbound(message.body, message.routing_key or "", message.user_id, message.message_id)
-        if message.type == transport.HEARTBEAT:
-            await message.ack()  # heartbeats are handled by the node-liveness feature
-            return
+        handler = ingestor.process_heartbeat if message.type == transport.HEARTBEAT else ingestor.process
         try:
-            outcome = await loop.run_in_executor(executor, ingestor.process, inbound)
+            outcome = await loop.run_in_executor(executor, handler, inbound)
         except Exception:  # the store failed: keep the message, back off, let the broker redeliver it
             log.exception("store error; message returned to the queue", routing_key=inbound.routing_key)
             await asyncio.sleep(STORE_RETRY_SECONDS)
@@ -77,6 +79,11 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         if outcome.result == "quarantined":
             await message.reject(requeue=False)  # dead-lettered to the quarantine queue, already recorded
             return
+        if outcome.result == "heartbeat":
+            await message.ack()
+            return
+        if FAULT == "crash-after-commit" and outcome.result == "accepted":
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: committed, receipt not sent, message not acked
         start = time.perf_counter()
         await transport.publish(receipts, outcome.dept or "", outcome.receipt or b"", message_type=transport.RECEIPT,
                                 message_id=outcome.batch_id or "")

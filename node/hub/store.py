@@ -167,6 +167,22 @@ quarantine = Table(
     Index("ix_quarantine_received", "received"),
 )
 
+heartbeats = Table(
+    "heartbeats", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("node", String(64), primary_key=True),
+    Column("time", TIME, nullable=False),  # the node's signed time
+    Column("received", TIME, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("version", String(40)),
+    Column("outbox_depth", BigInteger),
+    Column("oldest_pending_seconds", Integer),
+    Column("last_error", Text),
+    Column("inventory", Text),  # JSON: record type -> rows at the source
+    Column("body", LargeBinary, nullable=False),  # signed bytes
+    Column("signature", LargeBinary(64), nullable=False),
+)
+
 MAX_QUARANTINE_HEADER = 64 * 1024
 
 

@@ -51,7 +51,7 @@ class ProofBundle:
                 signature=b64decode(obj["signature"]),
                 key_id=str(obj["key_id"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # int(inf) overflows
             raise ProtocolError(Reason.BAD_PROOF, f"the bundle is malformed: {exc}") from None
 
     def verify(self, key: PublicKey) -> BatchHeader:

@@ -1,0 +1,347 @@
+"""`cx node …`: set up a department node, check the source, run the service, see what happened."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, UsageError
+from ..protocol.envelope import DEPT_ID
+from ..protocol.errors import ProtocolError
+from ..protocol.keys import generate_key_files
+from .config import NodeConfig
+
+NODE_TOML = """\
+# Credit Exchange department node 部门前置机配置
+# Paths are relative to this file. Any key can be overridden by an environment variable
+# CX_<SECTION>_<KEY>, e.g. CX_BROKER_URL, CX_DELIVERY_POLL_SECONDS.
+
+[node]
+dept = "{dept}"                        # this department's id at the hub
+node_id = "{node_id}"                  # this machine; one department may run several nodes
+signing_key = "keys/{dept}.key"        # Ed25519, mode 0600; never leaves this machine
+hub_public_key = "keys/hub.pub"        # from the hub operator: receipts must verify with it
+outbox = "outbox.db"                   # SQLite; holds everything not yet receipted by the hub
+reports_dir = "reports"                # where `cx node check` writes its rejection reports
+
+[broker]
+url_file = "secrets/broker.amqp"       # the handover file from the hub operator (amqp://user:password@host/vhost)
+# tls_ca = "certs/ca.pem"              # for amqps:// with the federation's certificate authority
+# tls_cert = "certs/{dept}.pem"
+# tls_key = "certs/{dept}-key.pem"
+
+[delivery]
+batch_max_records = 1000               # records per signed batch
+batch_max_bytes = 4194304
+linger_seconds = 1.0                   # a partial batch waits at most this long
+max_in_flight = 8                      # batches sent but not yet receipted
+receipt_timeout_seconds = 120          # then the same batch is sent again (same id, stored once)
+heartbeat_seconds = 60
+poll_seconds = 10                      # how often the sources are read for new rows
+# hub_api = "http://hub.example:8470"  # lets the node fetch ledger proofs when receipts arrive out of order
+
+[http]
+listen = "127.0.0.1:8471"              # /healthz and /metrics
+
+# ---- sources: where the department's data is --------------------------------------------
+# A database (SQLite, PostgreSQL, MySQL/MariaDB), read only:
+# [sources.db]
+# adapter = "sql"
+# url = "postgresql+psycopg://reader@10.0.0.5/xzcf"      # or url_file = "secrets/db.url"
+#
+# A folder where staff drop CSV or XLSX exports (UTF-8 or GBK):
+# [sources.drop]
+# adapter = "files"
+# folder = "/srv/cx-drop"
+
+# ---- streams: which rows become which record type ---------------------------------------
+# [[streams]]
+# name = "penalties"
+# source = "db"
+# type = "administrative_penalty"       # see `cx validate --help` and schemas/
+# table = "xzcf"                        # or query = "SELECT ... FROM ..."
+# key = ["id"]
+# cursor = "updated_at"                 # omit for snapshot mode (deleted rows become retractions)
+# record_id = "{dept}-penalty-{{id}}"
+# entered_by = "lrr"                    # column naming who entered the row, if there is one
+# [streams.fields]
+# subject_name = "dsr_mc"
+# subject_category = {{ const = "legal_person" }}
+# uscc = "tyshxydm"
+# decision_no = "cfjdswh"
+# decision_date = "cfjdrq"              # 2016-03-01, 2016/3/1, 20160301, 2016年3月1日 all work
+# penalty_types = {{ column = "cflb", map = "penalty_codes" }}
+# fine_amount = "fkje"
+#
+# [code_tables.penalty_codes]
+# "01" = "警告"
+# "02" = "罚款"
+"""
+
+
+def register(commands: Any) -> None:
+    node = commands.add_parser("node", help="run a department node 部门前置机")
+    sub = node.add_subparsers(title="node commands", metavar="ACTION", required=True)
+
+    init = sub.add_parser("init", help="create node.toml and this department's keys")
+    init.add_argument("--dept", required=True, help="department id given by the hub operator, e.g. amr")
+    init.add_argument("--dir", required=True, type=Path)
+    init.add_argument("--node-id", help="name of this machine (default: <dept>-1)")
+    init.set_defaults(run=run_init)
+
+    check = sub.add_parser("check", help="read the sources, map and validate; send nothing 检查数据")
+    _config_arg(check)
+    check.add_argument("--report-dir", type=Path, help="where to write the rejection report (default [node] reports_dir)")
+    check.add_argument("--examples", type=int, default=3, help="examples shown per problem (default 3)")
+    check.set_defaults(run=run_check)
+
+    run = sub.add_parser("run", help="run the node service 运行")
+    _config_arg(run)
+    run.add_argument("--once", action="store_true", help="read everything, deliver everything, wait for every "
+                                                         "receipt, then exit (0 when all delivered)")
+    run.add_argument("--timeout", type=float, default=None, help="with --once: give up after this many seconds")
+    run.set_defaults(run=run_node)
+
+    status = sub.add_parser("status", help="outbox, last receipt, last checkpoint, rejections 状态")
+    _config_arg(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.set_defaults(run=run_status)
+
+    rej = sub.add_parser("rejections", help="list rejected rows and why 退回明细")
+    _config_arg(rej)
+    rej.add_argument("--all", action="store_true", help="include rejections resolved by a later valid row")
+    rej.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    rej.add_argument("--limit", type=int, default=200)
+    rej.set_defaults(run=run_rejections)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path(os.environ.get("CX_NODE_CONFIG", "node.toml")),
+                        help="node.toml (default: $CX_NODE_CONFIG or ./node.toml)")
+
+
+def _usage_error(message: str) -> Exception:
+    return UsageError(message)
+
+
+def load_config(path: Path) -> NodeConfig:
+    try:
+        return NodeConfig.load(path)
+    except ConfigError as exc:
+        raise _usage_error(str(exc)) from None
+
+
+# -- init ------------------------------------------------------------------------------------
+
+def run_init(args: argparse.Namespace) -> int:
+    if not DEPT_ID.match(args.dept):
+        raise _usage_error(f"部门标识无效 invalid department id {args.dept!r}")
+    target: Path = args.dir
+    config_path = target / "node.toml"
+    if config_path.exists():
+        raise _usage_error(f"{config_path} already exists 已存在")
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "secrets").mkdir(exist_ok=True)
+    os.chmod(target / "secrets", 0o700)
+    key = generate_key_files(target / "keys", args.dept)
+    node_id = args.node_id or f"{args.dept}-1"
+    config_path.write_text(NODE_TOML.format(dept=args.dept, node_id=node_id))
+    pub = target / "keys" / f"{args.dept}.pub"
+    print(f"node created in {target} 前置机已创建")
+    print()
+    print("1. Send to the hub operator 交给交换中心管理员:")
+    print(f"     department id 部门标识: {args.dept}")
+    print(f"     public key 公钥文件:    {pub}")
+    print(f"     key id 密钥标识:        {key.key_id}   (read it to them by phone to confirm)")
+    print(f"   They run: cx hub add-dept {args.dept} --name 部门名称 --region 410300 --public-key {args.dept}.pub")
+    print("2. Receive from them 从管理员处取得:")
+    print(f"     the hub public key  → {target / 'keys' / 'hub.pub'}")
+    print(f"     the broker handover file ({args.dept}.amqp) → {target / 'secrets' / 'broker.amqp'}  (chmod 600)")
+    print(f"3. Describe your data in {config_path} ([sources] and [[streams]]), then run")
+    print(f"     cx node check --config {config_path}     until it reports no problems")
+    print(f"     cx node run --config {config_path}       (or install ops/systemd/cx-node.service)")
+    return 0
+
+
+# -- check -----------------------------------------------------------------------------------
+
+def run_check(args: argparse.Namespace) -> int:
+    from cx_adapters.base import SourceError
+
+    from .collector import iterate_check, source_checks
+
+    cfg = load_config(args.config)
+    problems = source_checks(cfg)
+    if problems:
+        for p in problems:
+            print(f"source problem 数据源问题: {p}", file=sys.stderr)
+        return 2
+    per_stream: dict[str, Counter] = defaultdict(Counter)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    report_rows: list[dict[str, Any]] = []
+    try:
+        for stream, chunk, prepared in iterate_check(cfg):
+            counts = per_stream[stream]
+            if prepared is None:
+                counts["unreadable"] += 1
+                report_rows.append({"stream": stream, "locator": chunk.unit, "record_id": "", "path": "",
+                                    "rule": "unreadable", "message_zh": chunk.error, "message_en": chunk.error,
+                                    "value": ""})
+                continue
+            counts["read"] += len(chunk.rows)
+            counts["valid"] += len(prepared.queued)
+            counts["invalid"] += len(prepared.rejected)
+            for r in prepared.rejected:
+                for e in r.errors:
+                    groups[(stream, e["path"], e["rule"])].append({"locator": r.locator, **e})
+                    report_rows.append({"stream": stream, "locator": r.locator, "record_id": r.record_id or "", **e})
+    except (SourceError, ProtocolError) as exc:
+        raise _usage_error(f"检查失败 check failed: {exc}") from None
+    for stream, c in per_stream.items():
+        print(f"{stream}: read 读取 {c['read']:,}, valid 合格 {c['valid']:,}, invalid 不合格 {c['invalid']:,}"
+              + (f", unreadable files 无法读取 {c['unreadable']}" if c["unreadable"] else ""))
+    if groups:
+        print("\nproblems 问题 (by field and rule):")
+        for (stream, path, rule), items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            first = items[0]
+            print(f"  [{stream}] {path or '(record)'} · {rule} · {len(items):,} row(s)")
+            print(f"      {first['message_zh']}")
+            print(f"      {first['message_en']}")
+            for ex in items[: args.examples]:
+                value = "" if ex.get("value") in (None, "") else f"  value 值: {ex['value']!r}"
+                print(f"      e.g. 例: {ex['locator']}{value}")
+    total_invalid = sum(c["invalid"] + c["unreadable"] for c in per_stream.values())
+    if report_rows:
+        folder = args.report_dir or cfg.node.reports_dir
+        csv_path, xlsx_path = write_rejection_report(report_rows, folder)
+        print(f"\nfull report 完整报告: {csv_path}  {xlsx_path}")
+    print("\nnothing was sent 未发送任何数据." + (" All rows are valid 全部合格." if not total_invalid else ""))
+    return 1 if total_invalid else 0
+
+
+REPORT_COLUMNS = [("stream", "数据流 stream"), ("locator", "来源位置 source row"), ("record_id", "记录标识 record id"),
+                  ("path", "字段 field"), ("rule", "规则 rule"), ("message_zh", "说明"), ("message_en", "message"),
+                  ("value", "值 value")]
+
+
+def write_rejection_report(rows: list[dict[str, Any]], folder: Path) -> tuple[Path, Path]:
+    """The same rejections as CSV (UTF-8 with BOM, so Excel shows Chinese) and as XLSX."""
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    csv_path = folder / f"rejections-{stamp}.csv"
+    with csv_path.open("w", newline="", encoding="utf-8-sig") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([title for _, title in REPORT_COLUMNS])
+        for r in rows:
+            writer.writerow(["" if r.get(k) is None else r.get(k) for k, _ in REPORT_COLUMNS])
+    xlsx_path = folder / f"rejections-{stamp}.xlsx"
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "退回明细 rejections"
+    ws.append([title for _, title in REPORT_COLUMNS])
+    for r in rows:
+        ws.append(["" if r.get(k) is None else str(r.get(k)) for k, _ in REPORT_COLUMNS])
+    ws.freeze_panes = "A2"
+    for column, width in zip("ABCDEFGH", (14, 28, 24, 18, 22, 50, 50, 24)):
+        ws.column_dimensions[column].width = width
+    wb.save(xlsx_path)
+    return csv_path, xlsx_path
+
+
+# -- run, status, rejections -------------------------------------------------------------------
+
+def run_node(args: argparse.Namespace) -> int:
+    from .. import log
+    from .service import NodeService
+
+    cfg = load_config(args.config)
+    log.configure()
+    try:
+        service = NodeService(cfg, once=args.once, timeout=args.timeout)
+    except (OSError, ProtocolError) as exc:
+        raise _usage_error(f"cannot start the node 无法启动: {getattr(exc, 'detail', None) or exc}") from None
+    except Exception as exc:  # SourceError from adapters, with its own message
+        if exc.__class__.__name__ == "SourceError":
+            raise _usage_error(str(exc)) from None
+        raise
+    return asyncio.run(service.run())
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from .outbox import Outbox
+
+    cfg = load_config(args.config)
+    outbox = Outbox(cfg.node.outbox)
+    try:
+        counts = outbox.counts()
+        status = {
+            "dept": cfg.node.dept, "node": cfg.node.node_id, "outbox": counts,
+            "oldest_pending_seconds": outbox.oldest_pending_age(),
+            "chain": dict(zip(("seq", "header_hash"), outbox.chain())),
+            "last_receipt": dict(zip(("batch_id", "at"), outbox.last_receipt() or (None, None))),
+            "last_checkpoint": dict(zip(("size", "root"), outbox.last_checkpoint() or (None, None))),
+            "alerts": outbox.alerts(5),
+        }
+    finally:
+        outbox.close()
+    if args.format == "json":
+        json.dump(status, sys.stdout, ensure_ascii=False, indent=1)
+        print()
+        return 0
+    c = status["outbox"]
+    print(f"department 部门 {status['dept']} · node 节点 {status['node']}")
+    print(f"  waiting 待送达:   {c.get('pending', 0):,} pending, {c.get('batched', 0):,} in "
+          f"{c['batches_unreceipted']} unreceipted batch(es)"
+          + (f", oldest {status['oldest_pending_seconds']:.0f}s" if status["oldest_pending_seconds"] else ""))
+    print(f"  settled 已结清:   {c.get('delivered', 0):,} delivered, {c.get('duplicate', 0):,} already at the hub, "
+          f"{c.get('rejected', 0):,} rejected by the hub")
+    lr, lc = status["last_receipt"], status["last_checkpoint"]
+    print(f"  last receipt 最近回执:  {lr['at'] or 'none yet'}" + (f" (batch {lr['batch_id']})" if lr["batch_id"] else ""))
+    print(f"  last checkpoint 账本:   size {lc['size']} root {lc['root']}" if lc["size"] is not None
+          else "  last checkpoint 账本:   none yet")
+    print(f"  open rejections 待处理退回: {c['rejections_open']:,}  (cx node rejections)")
+    for a in status["alerts"]:
+        print(f"  ALERT 告警 {a['at']} {a['kind']}: {a['detail']}")
+    return 0
+
+
+def run_rejections(args: argparse.Namespace) -> int:
+    from .outbox import Outbox
+
+    cfg = load_config(args.config)
+    outbox = Outbox(cfg.node.outbox)
+    try:
+        items = outbox.rejections(open_only=not args.all, limit=args.limit)
+    finally:
+        outbox.close()
+    if args.format == "json":
+        json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
+        print()
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["at", "origin", "stream", "locator", "record_id", "path", "rule", "message_zh", "message_en"])
+        for item in items:
+            for e in item["errors"]:
+                writer.writerow([item["at"], item["origin"], item["stream"], item["locator"], item["record_id"],
+                                 e.get("path"), e.get("rule"), e.get("message_zh"), e.get("message_en")])
+    else:
+        if not items:
+            print("no open rejections 没有待处理的退回")
+        for item in items:
+            where = "hub 中心" if item["origin"] == "hub" else "local 本地"
+            print(f"{item['at']} [{item['stream']}] {item['locator'] or ''} {item['record_id'] or ''} ({where})"
+                  + (" resolved 已解决" if item["resolved"] else ""))
+            for e in item["errors"]:
+                print(f"    {e.get('path') or '(record)'} [{e.get('rule')}] {e.get('message_zh')} / {e.get('message_en')}")
+    return 0

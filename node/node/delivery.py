@@ -1,0 +1,329 @@
+"""Delivery: seal outbox records into signed batches, publish with confirms, verify receipts, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+
+from .. import __version__, transport
+from ..protocol.envelope import build_batch
+from ..protocol.errors import ProtocolError, Reason
+from ..protocol.heartbeat import Heartbeat
+from ..protocol.keys import PublicKey, SigningKey
+from ..protocol.merkle import verify_consistency
+from ..protocol.receipts import Checkpoint, Receipt
+from .config import NodeConfig
+from .metrics import NodeMetrics
+from .outbox import Outbox
+
+log = structlog.get_logger("cx.node.delivery")
+
+
+@dataclass
+class ReceiptVerdict:
+    ok: bool
+    detail: str = ""
+
+
+class Delivery:
+    """Owns the broker connection and the async side's outbox connection (used from one thread)."""
+
+    def __init__(self, cfg: NodeConfig, key: SigningKey, hub_key: PublicKey, metrics: NodeMetrics,
+                 inventory: Callable[[], dict[str, int]] = dict, last_error: Callable[[], str | None] = lambda: None):
+        self.cfg = cfg
+        self.key = key
+        self.hub_key = hub_key
+        self.metrics = metrics
+        self.inventory = inventory
+        self.last_error = last_error
+        self.topology = cfg.topology
+        self.dept = cfg.node.dept
+        self.user = self.topology.dept_user(self.dept)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-outbox")
+        self.outbox: Outbox | None = None
+        self.wake = asyncio.Event()
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.exchange: AbstractExchange | None = None
+        self.broker_error: str | None = None
+        self._receipt_lock = asyncio.Lock()
+        self._consumer_tag: str | None = None
+
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run an outbox call on the delivery's own outbox thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: fn(*args))
+
+    async def open(self) -> None:
+        self.outbox = await self.db(Outbox, self.cfg.node.outbox)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        if self.outbox is not None:
+            await self.db(self.outbox.close)
+        self._pool.shutdown(wait=True)
+
+    # -- broker ---------------------------------------------------------------------------
+
+    async def connect(self, stop: asyncio.Event) -> bool:
+        """Connect (retrying with backoff while `stop` is not set); True once connected."""
+        delay = self.cfg.delivery.retry_min_seconds
+        url = self.cfg.amqp_url()
+        ssl_context = transport_ssl(self.cfg)
+        while not stop.is_set():
+            try:
+                self.connection = await transport.connect(url, ssl_context=ssl_context, name=f"cx-node-{self.dept}")
+                await self._open_channel()
+                queue = await self.channel.get_queue(self.topology.receipts_queue(self.dept), ensure=False)
+                self._consumer_tag = await queue.consume(self._on_receipt)
+                self.broker_error = None
+                log.info("connected to broker", url=transport.redact(url))
+                return True
+            except Exception as exc:  # noqa: BLE001 - any connection failure: retry
+                self.broker_error = f"cannot reach the broker 无法连接消息代理: {exc}"
+                self.metrics.broker_up.set(0)
+                log.warning("broker unreachable; retrying", error=str(exc), retry_in=round(delay, 1))
+                await _sleep_or_stop(stop, delay)
+                delay = _backoff(delay, self.cfg.delivery.retry_max_seconds)
+        return False
+
+    async def _open_channel(self) -> None:
+        assert self.connection is not None
+        self.channel = await transport.confirmed_channel(self.connection, prefetch=32)
+        self.exchange = await self.channel.get_exchange(self.topology.records_exchange, ensure=False)
+        self.metrics.broker_up.set(1)
+
+    async def _publish(self, routing_key: str, body: bytes, message_type: str, message_id: str) -> None:
+        if self.channel is None or self.channel.is_closed:
+            await self._open_channel()  # a refused publish closes the channel
+        assert self.exchange is not None
+        await transport.publish(self.exchange, routing_key, body, message_type=message_type, message_id=message_id,
+                                user_id=self.user, timeout=30)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _seal_ready(self, force: bool) -> int:
+        """Seal as many full batches as the outbox holds (and a partial one when it has lingered)."""
+        assert self.outbox is not None
+        d = self.cfg.delivery
+        sealed = 0
+        while self.outbox.in_flight(d.receipt_timeout_seconds) + sealed < d.max_in_flight * 2:
+            rows = self.outbox.pending(d.batch_max_records, d.batch_max_bytes)
+            if not rows:
+                break
+            full = len(rows) >= d.batch_max_records or sum(len(r[3]) + 1 for r in rows) >= d.batch_max_bytes * 0.9
+            age = self.outbox.oldest_pending_age() or 0.0
+            if not (full or force or age >= d.linger_seconds):
+                break
+            schemas = {type_: version for _, type_, version, _ in rows}
+            lines = [r[3] for r in rows]
+
+            def build(seq: int, prev: str | None) -> Any:
+                return build_batch(self.key, dept=self.dept, node=self.cfg.node.node_id, seq=seq, prev=prev,
+                                   lines=lines, schemas=schemas)
+
+            self.outbox.seal([r[0] for r in rows], build)
+            sealed += 1
+        return sealed
+
+    async def send_loop(self, stop: asyncio.Event, drain: bool = False) -> None:
+        """Seal and publish batches until stopped; never more than max_in_flight unreceipted at once."""
+        d = self.cfg.delivery
+        delay = d.retry_min_seconds
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                await self.db(self._seal_ready, drain)
+                in_flight = await self.db(self.outbox.in_flight, d.receipt_timeout_seconds)
+                room = max(0, d.max_in_flight - in_flight)
+                due = await self.db(self.outbox.due, d.receipt_timeout_seconds, room) if room else []
+                for batch_id, body, attempts in due:
+                    await self._publish(f"{self.dept}.batch", body, transport.BATCH, batch_id)
+                    await self.db(self.outbox.mark_sent, batch_id)
+                    self.metrics.batches_sent.labels("resend" if attempts else "first").inc()
+                    if attempts:
+                        log.info("batch sent again (no receipt yet)", batch_id=batch_id, attempt=attempts + 1)
+                delay = d.retry_min_seconds
+                self.broker_error = None
+            except Exception as exc:  # noqa: BLE001 - broker down, publish refused, …: back off and retry
+                self.broker_error = f"delivery failed 发送失败: {exc}"
+                self.metrics.publish_failures.inc()
+                log.warning("publish failed; retrying", error=str(exc), retry_in=round(delay, 1))
+                await _sleep_or_stop(stop, delay)
+                delay = _backoff(delay, d.retry_max_seconds)
+                continue
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=min(0.5, d.linger_seconds))
+            except asyncio.TimeoutError:
+                pass
+
+    # -- receipts -------------------------------------------------------------------------
+
+    async def _on_receipt(self, message: AbstractIncomingMessage) -> None:
+        async with self._receipt_lock:  # checkpoints are checked in arrival order
+            try:
+                verdict = await self.handle_receipt(message.body)
+            except Exception:  # noqa: BLE001 - keep the receipt in the queue for a later try
+                log.exception("receipt handling failed")
+                await asyncio.sleep(1)
+                await message.nack(requeue=True)
+                return
+            await message.ack()
+            if verdict.ok:
+                self.wake.set()
+
+    async def handle_receipt(self, body: bytes) -> ReceiptVerdict:
+        """Verify a receipt (hub signature, batch, ledger consistency) and settle its batch."""
+        assert self.outbox is not None
+        try:
+            receipt = Receipt.parse(body, self.hub_key)
+        except ProtocolError as exc:
+            return await self._alert("receipt_invalid", f"{exc.reason.value}: {exc.detail}", None)
+        batch = await self.db(self.outbox.batch, receipt.batch_id)
+        if batch is None:
+            log.info("receipt for a batch this outbox does not hold", batch_id=receipt.batch_id)
+            return ReceiptVerdict(False, "unknown batch")
+        if receipt.dept != self.dept or receipt.header_hash != batch["header_hash"]:
+            return await self._alert("receipt_mismatch", "the receipt is for another department or another batch "
+                                     "header", receipt.batch_id)
+        if batch["state"] == "receipted":
+            return ReceiptVerdict(True, "already settled")
+        try:
+            await self.check_checkpoint(receipt)
+        except ProtocolError as exc:
+            return await self._alert("inconsistent_checkpoint", exc.detail, receipt.batch_id)
+        cp = receipt.checkpoint
+        counts = await self.db(self.outbox.apply_receipt, receipt.batch_id, body, receipt.accepted,
+                               [(r.line, r.record_id, list(r.errors)) for r in receipt.rejected],
+                               (cp.size, cp.root, cp.time, _checkpoint_json(cp)))
+        for state, n in counts.items():
+            if n:
+                self.metrics.records_settled.labels(state).inc(n)
+        self.metrics.receipts.labels("verified").inc()
+        self.metrics.last_receipt.set(time.time())
+        log.info("receipt verified", batch_id=receipt.batch_id, **counts, ledger_size=cp.size)
+        return ReceiptVerdict(True)
+
+    async def check_checkpoint(self, receipt: Receipt) -> None:
+        """The hub may only ever extend this department's ledger: check against what this node saw."""
+        cp = receipt.checkpoint
+        last = await self.db(self.outbox.last_checkpoint)
+        if last is None:
+            return  # the first checkpoint this node sees is trusted on first use
+        last_size, last_root = last
+        if cp.size == last_size:
+            if cp.root != last_root:
+                raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT,
+                                    f"ledger size {cp.size} has root {cp.root[:16]}…, earlier {last_root[:16]}…")
+            return
+        if cp.size < last_size:  # a late or repeated receipt
+            known = await self.db(self.outbox.checkpoint_at, cp.size)
+            if known is not None:
+                if known != cp.root:
+                    raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"ledger size {cp.size} changed its root")
+                return
+            proof = await self._fetch_consistency(cp.size, last_size)
+            if proof is None:
+                log.warning("older checkpoint could not be checked (no hub_api configured)", size=cp.size)
+                return
+            _verify(cp.size, last_size, cp.root_bytes, bytes.fromhex(last_root), proof)
+            return
+        if receipt.consistency is not None and receipt.consistency.old_size == last_size:
+            receipt.consistency.verify(bytes.fromhex(last_root), cp)
+            return
+        proof = await self._fetch_consistency(last_size, cp.size)
+        if proof is None:
+            raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT,
+                                f"no proof that ledger size {cp.size} extends {last_size} (the receipt proves from "
+                                f"{receipt.consistency.old_size if receipt.consistency else 'nothing'}; set "
+                                "[delivery] hub_api to fetch proofs)")
+        _verify(last_size, cp.size, bytes.fromhex(last_root), cp.root_bytes, proof)
+
+    async def _fetch_consistency(self, old: int, new: int) -> list[bytes] | None:
+        api = self.cfg.delivery.hub_api.rstrip("/")
+        if not api:
+            return None
+        url = f"{api}/api/v1/departments/{self.dept}/consistency"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            async with session.get(url, params={"old": str(old), "new": str(new)}) as resp:
+                if resp.status != 200:
+                    raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"hub API answered {resp.status} for a "
+                                        f"consistency proof {old}→{new}")
+                doc = await resp.json()
+        return [bytes.fromhex(h) for h in doc["proof"]]
+
+    async def _alert(self, kind: str, detail: str, batch_id: str | None) -> ReceiptVerdict:
+        """A receipt that fails a check is an alert; its batch stays in the outbox (and is sent again)."""
+        assert self.outbox is not None
+        await self.db(self.outbox.alert, kind, detail, batch_id)
+        self.metrics.receipts.labels(kind).inc()
+        log.error("receipt refused", kind=kind, detail=detail, batch_id=batch_id)
+        return ReceiptVerdict(False, f"{kind}: {detail}")
+
+    # -- heartbeats -----------------------------------------------------------------------
+
+    async def heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.send_heartbeat()
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is retried next period
+                log.warning("heartbeat not sent", error=str(exc))
+            await _sleep_or_stop(stop, self.cfg.delivery.heartbeat_seconds)
+
+    async def send_heartbeat(self) -> None:
+        assert self.outbox is not None
+        depth = await self.db(self.outbox.depth)
+        age = await self.db(self.outbox.oldest_pending_age)
+        inventory = await asyncio.get_running_loop().run_in_executor(None, self.inventory)
+        body = Heartbeat.sign(self.key, dept=self.dept, node=self.cfg.node.node_id, version=__version__,
+                              outbox_depth=depth, oldest_pending_seconds=age,
+                              last_error=self.broker_error or self.last_error(), inventory=inventory)
+        await self._publish(f"{self.dept}.heartbeat", body, transport.HEARTBEAT, f"hb-{time.time_ns()}")
+        self.metrics.heartbeats.inc()
+
+
+def _verify(old: int, new: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> None:
+    try:
+        verify_consistency(old, new, old_root, new_root, proof)
+    except ProtocolError as exc:
+        raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"ledger {old}→{new}: {exc.detail}") from None
+
+
+def _checkpoint_json(cp: Checkpoint) -> str:
+    import json
+
+    return json.dumps(cp.to_json())
+
+
+def _backoff(delay: float, ceiling: float) -> float:
+    """Exponential backoff with full jitter, so many nodes do not retry in step."""
+    return min(ceiling, delay * 2) * (0.5 + random.random() / 2)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+def transport_ssl(cfg: NodeConfig) -> Any:
+    """A TLS context for amqps:// with the federation's CA and this department's client certificate."""
+    b = cfg.broker
+    if not (b.tls_ca or b.tls_cert):
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(b.tls_ca) if b.tls_ca else None)
+    if b.tls_cert:
+        context.load_cert_chain(str(b.tls_cert), str(b.tls_key) if b.tls_key else None)
+    return context

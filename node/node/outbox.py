@@ -1,0 +1,393 @@
+"""The node's outbox (SQLite, WAL): records waiting for delivery, batches waiting for receipts, state.
+
+Nothing leaves the outbox until the hub's signed receipt for it has been verified: records move
+pending → batched → delivered / rejected / duplicate, and every step is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..protocol.envelope import utc_now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS positions(stream TEXT PRIMARY KEY, position TEXT, updated TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS units(unit TEXT PRIMARY KEY, stream TEXT NOT NULL, committed TEXT NOT NULL,
+                                 finished INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS snapshot(stream TEXT NOT NULL, row_key TEXT NOT NULL, row_hash TEXT NOT NULL,
+                                    record_id TEXT, type TEXT NOT NULL, pass INTEGER NOT NULL,
+                                    PRIMARY KEY(stream, row_key));
+CREATE TABLE IF NOT EXISTS passes(stream TEXT PRIMARY KEY, pass INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS records(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL, record_id TEXT NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL,
+    op TEXT NOT NULL, version TEXT NOT NULL, line BLOB NOT NULL, locator TEXT,
+    state TEXT NOT NULL,             -- pending, batched, delivered, rejected, duplicate
+    batch_id TEXT, created TEXT NOT NULL, settled TEXT);
+CREATE INDEX IF NOT EXISTS records_state ON records(state, id);
+CREATE INDEX IF NOT EXISTS records_batch ON records(batch_id);
+CREATE TABLE IF NOT EXISTS latest(record_id TEXT PRIMARY KEY, version TEXT NOT NULL, type TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches(
+    batch_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, body BLOB NOT NULL, header_hash TEXT NOT NULL,
+    records INTEGER NOT NULL, created TEXT NOT NULL,
+    state TEXT NOT NULL,             -- ready, sent, receipted
+    attempts INTEGER NOT NULL DEFAULT 0, last_sent REAL, receipt BLOB, receipted TEXT, alert TEXT);
+CREATE INDEX IF NOT EXISTS batches_state ON batches(state, seq);
+CREATE TABLE IF NOT EXISTS chain(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, header_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL,
+                                       body TEXT NOT NULL, seen TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rejections(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, origin TEXT NOT NULL,  -- local or hub
+    locator TEXT, row_key TEXT, record_id TEXT, type TEXT, errors TEXT NOT NULL, at TEXT NOT NULL,
+    batch_id TEXT, resolved TEXT);
+CREATE INDEX IF NOT EXISTS rejections_open ON rejections(resolved, stream, row_key);
+CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL,
+                                  batch_id TEXT, detail TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A valid record ready for the outbox."""
+
+    stream: str
+    record_id: str
+    type: str
+    schema_version: int
+    op: str
+    version: str
+    line: bytes
+    locator: str | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that could not become a valid record, and why."""
+
+    stream: str
+    locator: str | None
+    row_key: str | None
+    record_id: str | None
+    type: str
+    errors: list[dict[str, Any]]
+
+
+@dataclass
+class ChunkResult:
+    queued: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    retracted: int = 0
+
+
+class Outbox:
+    """One connection to the outbox; open one per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # an outbox commit must survive power loss
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- reading side ---------------------------------------------------------------------
+
+    def position(self, stream: str) -> Any:
+        row = self.db.execute("SELECT position FROM positions WHERE stream = ?", (stream,)).fetchone()
+        return json.loads(row[0]) if row and row[0] is not None else None
+
+    def unit_state(self, unit: str) -> int | None:
+        """None: never committed; 0: committed, not finished (moved); 1: finished."""
+        row = self.db.execute("SELECT finished FROM units WHERE unit = ?", (unit,)).fetchone()
+        return row[0] if row else None
+
+    def finish_unit(self, unit: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE units SET finished = 1 WHERE unit = ?", (unit,))
+
+    def snapshot_pass(self, stream: str) -> int:
+        row = self.db.execute("SELECT pass FROM passes WHERE stream = ?", (stream,)).fetchone()
+        return row[0] if row else 0
+
+    def snapshot_hashes(self, stream: str, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            q = f"SELECT row_key, row_hash FROM snapshot WHERE stream = ? AND row_key IN ({','.join('?' * len(part))})"
+            found.update(self.db.execute(q, (stream, *part)).fetchall())
+        return found
+
+    def latest_versions(self, record_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(record_ids), 500):
+            part = record_ids[start:start + 500]
+            q = f"SELECT record_id, version FROM latest WHERE record_id IN ({','.join('?' * len(part))})"
+            found.update(self.db.execute(q, part).fetchall())
+        return found
+
+    def commit_chunk(
+        self,
+        stream: str,
+        queued: Sequence[Queued],
+        rejected: Sequence[Rejected],
+        *,
+        valid_keys: Iterable[str] = (),
+        position: Any = None,
+        set_position: bool = False,
+        unit: str | None = None,
+        snapshot: Sequence[tuple[str, str, str | None, str]] = (),  # (row_key, row_hash, record_id, type)
+        snapshot_pass: int | None = None,
+        deletions: Sequence[Queued] = (),
+    ) -> ChunkResult:
+        """Store one chunk's outcome and the reading position, atomically."""
+        now = utc_now()
+        result = ChunkResult(rejected=len(rejected))
+        with self.tx() as db:
+            known = self.latest_versions([q.record_id for q in queued])
+            fresh = []
+            for q in queued:
+                if known.get(q.record_id) == q.version:
+                    result.unchanged += 1
+                    continue
+                known[q.record_id] = q.version
+                fresh.append(q)
+            for q in (*fresh, *deletions):
+                db.execute("INSERT INTO records(stream, record_id, type, schema_version, op, version, line, locator, "
+                           "state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                           (q.stream, q.record_id, q.type, q.schema_version, q.op, q.version, q.line, q.locator, now))
+                db.execute("INSERT INTO latest(record_id, version, type) VALUES (?, ?, ?) ON CONFLICT(record_id) "
+                           "DO UPDATE SET version = excluded.version, type = excluded.type",
+                           (q.record_id, q.version, q.type))
+            result.queued = len(fresh)
+            result.retracted = len(deletions)
+            keys = list(valid_keys)
+            if keys:
+                db.executemany("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND origin = 'local' "
+                               "AND stream = ? AND row_key = ?", [(now, stream, k) for k in keys])
+            for r in rejected:
+                db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND origin = 'local' "
+                           "AND stream = ? AND row_key = ?", (now, stream, r.row_key))
+                db.execute("INSERT INTO rejections(stream, origin, locator, row_key, record_id, type, errors, at) "
+                           "VALUES (?, 'local', ?, ?, ?, ?, ?, ?)",
+                           (stream, r.locator, r.row_key, r.record_id, r.type,
+                            json.dumps(r.errors, ensure_ascii=False), now))
+            if snapshot:
+                db.executemany("INSERT INTO snapshot(stream, row_key, row_hash, record_id, type, pass) "
+                               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(stream, row_key) DO UPDATE SET "
+                               "row_hash = excluded.row_hash, record_id = COALESCE(excluded.record_id, snapshot.record_id), "
+                               "pass = excluded.pass",
+                               [(stream, k, h, rid, t, snapshot_pass) for k, h, rid, t in snapshot])
+            if set_position:
+                db.execute("INSERT INTO positions(stream, position, updated) VALUES (?, ?, ?) ON CONFLICT(stream) "
+                           "DO UPDATE SET position = excluded.position, updated = excluded.updated",
+                           (stream, json.dumps(position), now))
+            if unit is not None:
+                db.execute("INSERT OR IGNORE INTO units(unit, stream, committed) VALUES (?, ?, ?)", (unit, stream, now))
+        return result
+
+    def touch_snapshot(self, stream: str, keys: Sequence[str], snapshot_pass: int) -> None:
+        """Mark unchanged rows as seen in this pass (they are not deleted)."""
+        with self.tx() as db:
+            db.executemany("UPDATE snapshot SET pass = ? WHERE stream = ? AND row_key = ?",
+                           [(snapshot_pass, stream, k) for k in keys])
+
+    def snapshot_deleted(self, stream: str, snapshot_pass: int) -> list[tuple[str, str | None, str]]:
+        """Rows not seen in the pass that just completed: (row_key, record_id, type)."""
+        return self.db.execute("SELECT row_key, record_id, type FROM snapshot WHERE stream = ? AND pass < ?",
+                               (stream, snapshot_pass)).fetchall()
+
+    def end_snapshot_pass(self, stream: str, snapshot_pass: int, deleted_keys: Sequence[str]) -> None:
+        with self.tx() as db:
+            db.executemany("DELETE FROM snapshot WHERE stream = ? AND row_key = ?", [(stream, k) for k in deleted_keys])
+            db.execute("INSERT INTO passes(stream, pass) VALUES (?, ?) ON CONFLICT(stream) DO UPDATE SET pass = "
+                       "excluded.pass", (stream, snapshot_pass))
+
+    def latest_record(self, record_id: str) -> tuple[str, str] | None:
+        row = self.db.execute("SELECT version, type FROM latest WHERE record_id = ?", (record_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    # -- sending side ---------------------------------------------------------------------
+
+    def pending(self, max_records: int, max_bytes: int) -> list[tuple[int, str, int, bytes]]:
+        """The oldest pending records that fit one batch: (id, type, schema_version, line)."""
+        out, size = [], 0
+        for rid, type_, version, line in self.db.execute(
+                "SELECT id, type, schema_version, line FROM records WHERE state = 'pending' ORDER BY id LIMIT ?",
+                (max_records,)):
+            if out and size + len(line) + 1 > max_bytes:
+                break
+            out.append((rid, type_, version, line))
+            size += len(line) + 1
+        return out
+
+    def oldest_pending_age(self) -> float | None:
+        row = self.db.execute("SELECT MIN(created) FROM records WHERE state = 'pending'").fetchone()
+        return _age(row[0]) if row and row[0] else None
+
+    def chain(self) -> tuple[int, str | None]:
+        row = self.db.execute("SELECT seq, header_hash FROM chain WHERE id = 1").fetchone()
+        return (row[0], row[1]) if row else (0, None)
+
+    def seal(self, record_ids: Sequence[int], build: Any) -> tuple[str, bytes] | None:
+        """Build (sign) the next batch of the node's chain from these records and store it, atomically.
+
+        `build(seq, prev)` returns a protocol Batch. Returns (batch_id, bytes).
+        """
+        with self.tx() as db:
+            row = db.execute("SELECT seq, header_hash FROM chain WHERE id = 1").fetchone()
+            seq, prev = (row[0], row[1]) if row else (0, None)
+            batch = build(seq + 1, prev)
+            body = batch.to_bytes()
+            db.execute("INSERT INTO batches(batch_id, seq, body, header_hash, records, created, state) "
+                       "VALUES (?, ?, ?, ?, ?, ?, 'ready')",
+                       (batch.header.batch_id, seq + 1, body, batch.header_hash, len(record_ids), utc_now()))
+            db.executemany("UPDATE records SET state = 'batched', batch_id = ? WHERE id = ? AND state = 'pending'",
+                           [(batch.header.batch_id, i) for i in record_ids])
+            db.execute("INSERT INTO chain(id, seq, header_hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                       "seq = excluded.seq, header_hash = excluded.header_hash", (seq + 1, batch.header_hash))
+        return batch.header.batch_id, body
+
+    def due(self, receipt_timeout: float, limit: int) -> list[tuple[str, bytes, int]]:
+        """Batches to publish now: never sent, or sent and unreceipted past the timeout. (id, body, attempts)"""
+        cutoff = time.time() - receipt_timeout
+        return self.db.execute(
+            "SELECT batch_id, body, attempts FROM batches WHERE state = 'ready' OR (state = 'sent' AND last_sent < ?) "
+            "ORDER BY seq LIMIT ?", (cutoff, limit)).fetchall()
+
+    def in_flight(self, receipt_timeout: float) -> int:
+        cutoff = time.time() - receipt_timeout
+        return self.db.execute("SELECT COUNT(*) FROM batches WHERE state = 'sent' AND last_sent >= ?",
+                               (cutoff,)).fetchone()[0]
+
+    def mark_sent(self, batch_id: str) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE batches SET state = 'sent', attempts = attempts + 1, last_sent = ? "
+                       "WHERE batch_id = ? AND state != 'receipted'", (time.time(), batch_id))
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def batch_records(self, batch_id: str) -> list[tuple[int, str, str, str | None]]:
+        return self.db.execute("SELECT id, record_id, stream, locator FROM records WHERE batch_id = ? ORDER BY id",
+                               (batch_id,)).fetchall()
+
+    def apply_receipt(self, batch_id: str, receipt_bytes: bytes, accepted: Iterable[str],
+                      rejected: Sequence[tuple[int, str | None, list[dict[str, Any]]]],
+                      checkpoint: tuple[int, str, str, str] | None) -> dict[str, int]:
+        """Settle a batch's records from a verified receipt; store the checkpoint it carried."""
+        now = utc_now()
+        members = self.batch_records(batch_id)
+        by_line = {i: m for i, m in enumerate(members)}
+        rejected_ids = {by_line[line][0] for line, _, _ in rejected if line in by_line}
+        accepted_set = set(accepted)
+        counts = {"delivered": 0, "rejected": 0, "duplicate": 0}
+        with self.tx() as db:
+            for i, (row_id, record_id, stream, locator) in enumerate(members):
+                state = ("rejected" if row_id in rejected_ids else
+                         "delivered" if record_id in accepted_set else "duplicate")
+                counts[state] += 1
+                db.execute("UPDATE records SET state = ?, settled = ? WHERE id = ?", (state, now, row_id))
+            for line, record_id, errors in rejected:
+                member = by_line.get(line)
+                db.execute("INSERT INTO rejections(stream, origin, locator, record_id, type, errors, at, batch_id) "
+                           "VALUES (?, 'hub', ?, ?, NULL, ?, ?, ?)",
+                           (member[2] if member else "", member[3] if member else None, record_id,
+                            json.dumps(errors, ensure_ascii=False), now, batch_id))
+            db.execute("UPDATE batches SET state = 'receipted', receipt = ?, receipted = ?, alert = NULL "
+                       "WHERE batch_id = ?", (receipt_bytes, now, batch_id))
+            if checkpoint is not None:
+                size, root, cp_time, body = checkpoint
+                db.execute("INSERT OR IGNORE INTO checkpoints(size, root, time, body, seen) VALUES (?, ?, ?, ?, ?)",
+                           (size, root, cp_time, body, now))
+        return counts
+
+    def checkpoint_at(self, size: int) -> str | None:
+        row = self.db.execute("SELECT root FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return row[0] if row else None
+
+    def last_checkpoint(self) -> tuple[int, str] | None:
+        row = self.db.execute("SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def alert(self, kind: str, detail: str, batch_id: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO alerts(at, kind, batch_id, detail) VALUES (?, ?, ?, ?)",
+                       (utc_now(), kind, batch_id, detail))
+            if batch_id:
+                db.execute("UPDATE batches SET alert = ? WHERE batch_id = ?", (f"{kind}: {detail}", batch_id))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        out = dict(self.db.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall())
+        out["batches_unreceipted"] = self.db.execute(
+            "SELECT COUNT(*) FROM batches WHERE state != 'receipted'").fetchone()[0]
+        out["rejections_open"] = self.db.execute(
+            "SELECT COUNT(*) FROM rejections WHERE resolved IS NULL").fetchone()[0]
+        out["alerts"] = self.db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+        return out
+
+    def depth(self) -> int:
+        """Records not yet settled by a receipt."""
+        return self.db.execute("SELECT COUNT(*) FROM records WHERE state IN ('pending', 'batched')").fetchone()[0]
+
+    def last_receipt(self) -> tuple[str, str] | None:
+        row = self.db.execute("SELECT batch_id, receipted FROM batches WHERE state = 'receipted' "
+                              "ORDER BY receipted DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def rejections(self, open_only: bool = True, limit: int = 1000) -> list[dict[str, Any]]:
+        q = "SELECT * FROM rejections" + (" WHERE resolved IS NULL" if open_only else "") + " ORDER BY id DESC LIMIT ?"
+        cur = self.db.execute(q, (limit,))
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            item = dict(zip(names, row))
+            item["errors"] = json.loads(item["errors"])
+            out.append(item)
+        return out
+
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       (key, value))
+
+
+def _age(stamp: str) -> float:
+    from ..protocol.envelope import parse_time
+
+    return max(0.0, time.time() - parse_time(stamp).timestamp())

@@ -1,0 +1,67 @@
+"""Signed node heartbeats: liveness, outbox state and the source inventory the hub measures completeness by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import jsonutil
+from .envelope import DEPT_ID, KEY_ID, NODE_ID, TIMESTAMP, parse_signature_line, signature_line, utc_now
+from .errors import ProtocolError, Reason
+from .keys import PublicKey, SigningKey
+
+HEARTBEAT_FORMAT = "cx-heartbeat/1"
+MAX_HEARTBEAT_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    dept: str
+    node: str
+    key_id: str
+    time: str
+    version: str  # the node's software version
+    outbox_depth: int  # records not yet settled by a receipt
+    oldest_pending_seconds: float | None
+    last_error: str | None
+    inventory: dict[str, int] = field(default_factory=dict)  # record type -> rows at the source now
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": HEARTBEAT_FORMAT, "dept": self.dept, "node": self.node, "key_id": self.key_id,
+                "time": self.time, "version": self.version, "outbox_depth": self.outbox_depth,
+                "oldest_pending_seconds": self.oldest_pending_seconds, "last_error": self.last_error,
+                "inventory": dict(self.inventory)}
+
+    @classmethod
+    def sign(cls, key: SigningKey, **fields: Any) -> bytes:
+        beat = cls(key_id=key.key_id, time=fields.pop("time", None) or utc_now(), **fields)
+        body = jsonutil.dumps(beat.to_json())
+        return body + b"\n" + signature_line(key.sign(body)) + b"\n"
+
+    @classmethod
+    def read(cls, data: bytes) -> tuple[Heartbeat, bytes, bytes]:
+        """Parse without verifying: (heartbeat, signed body, signature). The caller picks the key by key_id."""
+        if len(data) > MAX_HEARTBEAT_BYTES:
+            raise ProtocolError(Reason.TOO_LARGE, f"heartbeat of {len(data)} bytes")
+        parts = data.split(b"\n")
+        if len(parts) != 3 or parts[2] != b"":
+            raise ProtocolError(Reason.BAD_FRAMING, "a heartbeat is a body line and a signature line")
+        body, sig = parts[0], parse_signature_line(parts[1])
+        obj = jsonutil.loads(body, what="heartbeat")
+        try:
+            ok = (obj["format"] == HEARTBEAT_FORMAT and DEPT_ID.match(obj["dept"]) and NODE_ID.match(obj["node"])
+                  and KEY_ID.match(obj["key_id"]) and TIMESTAMP.match(obj["time"])
+                  and isinstance(obj["outbox_depth"], int) and isinstance(obj["inventory"], dict)
+                  and all(isinstance(v, int) for v in obj["inventory"].values()))
+            if not ok:
+                raise ValueError
+            beat = cls(obj["dept"], obj["node"], obj["key_id"], obj["time"], str(obj["version"]),
+                       obj["outbox_depth"], obj["oldest_pending_seconds"], obj["last_error"], obj["inventory"])
+        except (KeyError, TypeError, ValueError):
+            raise ProtocolError(Reason.BAD_HEADER, "heartbeat fields are missing or wrong") from None
+        return beat, body, sig
+
+    @staticmethod
+    def verify(body: bytes, signature: bytes, key: PublicKey) -> None:
+        if not key.verify(signature, body):
+            raise ProtocolError(Reason.BAD_SIGNATURE, "the heartbeat signature does not verify")

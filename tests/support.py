@@ -1,0 +1,191 @@
+"""Test helpers: isolated broker vhosts, hubs on SQLite or PostgreSQL, hub processes, department keys."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+from cx.hub import registry
+from cx.hub.broker import ManagementAPI, provision_hub
+from cx.hub.config import HubConfig
+from cx.hub.store import Store
+from cx.protocol.keys import SigningKey, generate_key_files
+from cx.transport import Topology
+
+MANAGEMENT = "http://127.0.0.1:15672"
+AMQP = "amqp://127.0.0.1:5672/"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running event loop (own thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+async def delete_broker_state(topology: Topology) -> None:
+    """Remove a test's vhost and every broker user with its prefix."""
+    async with ManagementAPI(MANAGEMENT, "guest", "guest") as api:
+        try:
+            await api.delete_vhost(topology.vhost)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        for user in await api.users():
+            if user["name"].startswith(topology.user_prefix):
+                await api.delete_user(user["name"])
+
+
+def create_pg_database() -> str:
+    name = unique("cxtest_")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_pg_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Dept:
+    dept: str
+    key: SigningKey
+    key_dir: Path
+    amqp_url: str = ""
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.key_dir / f"{self.dept}.pub"
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.key_dir / f"{self.dept}.key"
+
+
+@dataclass
+class Hub:
+    """A hub set up in a folder: config, keys, store, enrolled departments, provisioned broker."""
+
+    dir: Path
+    cfg: HubConfig
+    key: SigningKey
+    depts: dict[str, Dept] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def topology(self) -> Topology:
+        return self.cfg.topology
+
+    @property
+    def api(self) -> str:
+        host, port = self.cfg.listen()
+        return f"http://{host}:{port}"
+
+    def store(self) -> Store:
+        return Store(self.cfg.store_url)
+
+    def start(self, log_name: str = "hub.log") -> None:
+        """Run `cx hub run` as a separate process (so a test can SIGKILL it)."""
+        log = open(self.dir / log_name, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "cx.cli", "hub", "run", "--config",
+                                         str(self.dir / "hub.toml")], stdout=log, stderr=log,
+                                        start_new_session=True)
+        wait_http(f"{self.api}/readyz", timeout=30, process=self.process, log=self.dir / log_name)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=20)
+        self.process = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {log.read_text()[-3000:] if log else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout}s: {log.read_text()[-3000:] if log else ''}")
+
+
+def make_hub(base: Path, depts: Sequence[str], *, store_url: str = "sqlite:///hub.db",
+             topology: Topology | None = None) -> Hub:
+    """Initialise a hub folder with `cx hub init`'s layout, enrol departments, provision the broker."""
+    topology = topology or Topology(vhost=unique("cxtest-"), user_prefix=unique("t") + "-")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "keys").mkdir(exist_ok=True)
+    key = SigningKey.generate()
+    key.save(base / "keys" / "hub.key", base / "keys" / "hub.pub")
+    (base / "hub.toml").write_text(f"""
+[hub]
+signing_key = "keys/hub.key"
+[store]
+url = "{store_url}"
+sqlite_synchronous = "NORMAL"
+[broker]
+url = "{AMQP}"
+vhost = "{topology.vhost}"
+user_prefix = "{topology.user_prefix}"
+password_file = "secrets/broker/{topology.hub_user}.password"
+management_url = "{MANAGEMENT}"
+prefetch = 8
+[api]
+listen = "127.0.0.1:{free_port()}"
+""")
+    cfg = HubConfig.load(base / "hub.toml")
+    hub = Hub(base, cfg, key)
+    store = Store(cfg.store_url)
+    store.migrate()
+    for dept in depts:
+        dkey = generate_key_files(base / "depts", dept)
+        registry.add_department(store, dept, f"测试部门 {dept}", "410300")
+        registry.add_key(store, dept, dkey.public)
+        hub.depts[dept] = Dept(dept, dkey, base / "depts")
+    store.dispose()
+    run_sync(provision_hub(cfg, list(depts)))
+    for dept in depts:
+        hub.depts[dept].amqp_url = (cfg.handover_dir / f"{dept}.amqp").read_text().strip()
+    return hub
+
+
+async def get_json(url: str, **params: Any) -> Any:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, params=params) as resp:
+            return resp.status, await resp.json()
