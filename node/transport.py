@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -62,6 +63,17 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def tls_context(ca: str | os.PathLike | None, cert: str | os.PathLike | None = None,
+                key: str | os.PathLike | None = None) -> ssl.SSLContext | None:
+    """A TLS context for amqps:// with the federation's CA and, optionally, this party's client certificate."""
+    if not (ca or cert):
+        return None
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert:
+        context.load_cert_chain(str(cert), str(key) if key else None)
+    return context
 
 
 async def connect(url: str, *, ssl_context: ssl.SSLContext | None = None, name: str = "cx") -> AbstractRobustConnection:

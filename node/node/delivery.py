@@ -317,13 +317,5 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 
 
 def transport_ssl(cfg: NodeConfig) -> Any:
-    """A TLS context for amqps:// with the federation's CA and this department's client certificate."""
     b = cfg.broker
-    if not (b.tls_ca or b.tls_cert):
-        return None
-    import ssl
-
-    context = ssl.create_default_context(cafile=str(b.tls_ca) if b.tls_ca else None)
-    if b.tls_cert:
-        context.load_cert_chain(str(b.tls_cert), str(b.tls_key) if b.tls_key else None)
-    return context
+    return transport.tls_context(b.tls_ca, b.tls_cert, b.tls_key)
