@@ -189,3 +189,95 @@ async def get_json(url: str, **params: Any) -> Any:
     async with aiohttp.ClientSession() as session:
         async with session.get(url, params=params) as resp:
             return resp.status, await resp.json()
+
+
+@dataclass
+class Node:
+    """A department node set up in a folder against a test hub."""
+
+    dir: Path
+    hub: Hub
+    dept: str
+    process: subprocess.Popen | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "node.toml"
+
+    def cx(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cx.cli", "node", *args, "--config", str(self.config)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def once(self, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.cx("run", "--once", "--timeout", str(timeout), timeout=timeout + 30)
+
+    def start(self, log_name: str = "node.log") -> None:
+        log = open(self.dir / log_name, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "cx.cli", "node", "run", "--config", str(self.config)],
+                                        stdout=log, stderr=log, start_new_session=True)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def status(self) -> dict:
+        import json
+
+        done = self.cx("status", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+
+def make_node(hub: Hub, dept: str, base: Path, body: str, *, delivery: str = "") -> Node:
+    """A node folder for `dept` with keys, the hub key, the handover file, and node.toml = header + body.
+
+    `body` holds [sources.*], [[streams]] and [code_tables.*]; `delivery` adds [delivery] keys.
+    """
+    import shutil
+
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "keys").mkdir(exist_ok=True)
+    (base / "secrets").mkdir(exist_ok=True)
+    d = hub.depts[dept]
+    shutil.copy(d.private_key_path, base / "keys" / f"{dept}.key")
+    shutil.copy(hub.dir / "keys" / "hub.pub", base / "keys" / "hub.pub")
+    (base / "secrets" / "broker.amqp").write_text(d.amqp_url)
+    (base / "node.toml").write_text(f"""
+[node]
+dept = "{dept}"
+node_id = "{dept}-1"
+signing_key = "keys/{dept}.key"
+[broker]
+vhost = "{hub.topology.vhost}"
+user_prefix = "{hub.topology.user_prefix}"
+[delivery]
+heartbeat_seconds = 2
+poll_seconds = 1
+linger_seconds = 0.2
+receipt_timeout_seconds = 10
+hub_api = "{hub.api}"
+{delivery}
+[http]
+listen = "127.0.0.1:{free_port()}"
+{body}
+""")
+    return Node(base, hub, dept)
+
+
+def hub_records(hub: Hub, dept: str) -> dict[str, dict]:
+    """record_id -> {status, version, versions} as the hub's store holds them."""
+    from sqlalchemy import func, select
+
+    from cx.hub.store import record_versions, records
+
+    store = hub.store()
+    with store.reader.connect() as conn:
+        current = {r.record_id: dict(r._mapping) for r in conn.execute(select(records).where(records.c.dept == dept))}
+        counts = dict(conn.execute(select(record_versions.c.record_id, func.count()).where(
+            record_versions.c.dept == dept).group_by(record_versions.c.record_id)).all())
+    store.dispose()
+    for rid, row in current.items():
+        row["versions"] = counts.get(rid, 0)
+    return current

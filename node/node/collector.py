@@ -210,8 +210,10 @@ class Collector:
             return
         rows = chunk.rows
         stats.read += len(rows)
+        # snapshot passes compare whole tables; a dropped file (a unit) is new rows, whatever the mode
+        snapshot = spec.snapshot and chunk.unit is None
         snapshot_rows: list[tuple[str, str, str | None, str]] = []
-        if spec.snapshot:
+        if snapshot:
             keys = [row_key(r) for r in rows]
             hashes = [row_hash(r) for r in rows]
             known = self.outbox.snapshot_hashes(name, keys)
@@ -222,7 +224,7 @@ class Collector:
                 self.outbox.touch_snapshot(name, unchanged_keys, snapshot_pass or 0)
             rows = changed
         prepared = self.preparer.prepare(name, rows)
-        if spec.snapshot:
+        if snapshot:
             ids = dict(zip(prepared.valid_keys, (q.record_id for q in prepared.queued)))
             rtype = self.preparer.streams[name].type
             snapshot_rows = [(row_key(r), row_hash(r), ids.get(row_key(r)), rtype) for r in rows]
@@ -236,7 +238,7 @@ class Collector:
             stats.units += 1
             source.finish(spec, chunk, unit_report(chunk, prepared))
             self.outbox.finish_unit(chunk.unit)
-        if spec.snapshot and chunk.snapshot_complete:
+        if snapshot and chunk.snapshot_complete:
             stats.retracted += self._end_pass(name, snapshot_pass or 0)
         if result.queued or result.retracted:
             self.on_commit()
