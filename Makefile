@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test services clean
+.PHONY: venv test demo services clean
 
 venv: $(STAMP)
 
@@ -20,5 +20,12 @@ services:
 test: venv services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# a hub and four Luoyang departments exchanging generated records; Ctrl-C stops it.
+# RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker
+demo: venv
+	@if [ -z "$$CX_AMQP_URL" ]; then ops/dev/services.sh rabbitmq management; fi
+	@ops/dev/services.sh postgres 2>/dev/null || echo "PostgreSQL not available: the food and drug department uses SQLite"
+	$(BIN)/python -m cx.demo $(if $(RESET),--reset) $(DEMO_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info var

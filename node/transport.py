@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # aio-pika is imported when a connection is made, so `cx --help` stays quick
+    from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 # AMQP message types the records exchange carries
 BATCH = "cx.batch/1"
@@ -67,7 +69,11 @@ def redact(url: str) -> str:
 
 def tls_context(ca: str | os.PathLike | None, cert: str | os.PathLike | None = None,
                 key: str | os.PathLike | None = None) -> ssl.SSLContext | None:
-    """A TLS context for amqps:// with the federation's CA and, optionally, this party's client certificate."""
+    """A TLS context for amqps:// with the federation's CA and, optionally, this party's client certificate.
+
+    With a client certificate the broker can log the connection in by the certificate alone
+    (EXTERNAL, see `connect`); the host name in the URL must be one the broker's certificate names.
+    """
     if not (ca or cert):
         return None
     context = ssl.create_default_context(cafile=str(ca) if ca else None)
@@ -76,12 +82,36 @@ def tls_context(ca: str | os.PathLike | None, cert: str | os.PathLike | None = N
     return context
 
 
+def with_auth_mechanism(url: str) -> str:
+    """The URL with `auth=external` added when an amqps:// URL carries no password.
+
+    aiormq picks the SASL mechanism from the URL's `auth` query parameter (PLAIN by default, with
+    guest/guest standing in for a missing user or password). Over TLS a URL without a password
+    can only mean the client certificate is the credential: RabbitMQ's EXTERNAL mechanism
+    (rabbitmq_auth_mechanism_ssl, `ssl_cert_login_from = common_name`) then logs the connection in
+    as the user named by the certificate's CN. An explicit `auth=` in the URL is left alone, so
+    `amqps://host:5671/vhost?auth=external` works with or without credentials in it.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.scheme != "amqps" or parts.password or any(k == "auth" for k, _ in query):
+        return url
+    return urlunsplit(parts._replace(query=urlencode(query + [("auth", "external")])))
+
+
 async def connect(url: str, *, ssl_context: ssl.SSLContext | None = None, name: str = "cx") -> AbstractRobustConnection:
-    """A robust connection: it reconnects and re-declares consumers after a broker restart."""
+    """A robust connection: it reconnects and re-declares consumers after a broker restart.
+
+    amqps:// URLs without a password authenticate with the client certificate (EXTERNAL); see
+    `with_auth_mechanism`. The certificate comes from `ssl_context` (`tls_context`) or from the
+    URL's certfile/keyfile/cafile query parameters.
+    """
+    import aio_pika
+
     kwargs = {"client_properties": {"connection_name": name}}
     if ssl_context is not None:
         kwargs["ssl_context"] = ssl_context
-    return await aio_pika.connect_robust(url, **kwargs)
+    return await aio_pika.connect_robust(with_auth_mechanism(url), **kwargs)
 
 
 async def confirmed_channel(connection: AbstractRobustConnection, prefetch: int = 0) -> AbstractChannel:
@@ -103,6 +133,8 @@ async def publish(
     timeout: float = 30.0,
 ) -> None:
     """Publish a persistent message and wait for the broker's confirm (raises if refused or unroutable)."""
+    import aio_pika
+
     message = aio_pika.Message(
         body,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -16,7 +16,6 @@ from ..protocol.envelope import format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey, SigningKey
 from .config import HubConfig
-from .store import Store
 
 HUB_TOML = """\
 # Credit Exchange hub configuration 企业信用信息交换中心配置
@@ -117,7 +116,9 @@ def load_config(path: Path) -> HubConfig:
         raise _usage_error(str(exc)) from None
 
 
-def open_store(cfg: HubConfig) -> Store:
+def open_store(cfg: HubConfig) -> Any:
+    from .store import Store
+
     store = Store(cfg.store_url, sqlite_synchronous=cfg.store.sqlite_synchronous)
     store.migrate()
     return store

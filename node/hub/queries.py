@@ -140,3 +140,49 @@ def _require_dept(conn: Any, dept: str) -> int:
     if size is None:
         raise NotFound(f"no department {dept!r}")
     return size
+
+
+def dashboard_view(store: Store) -> dict[str, Any]:
+    """Per-department delivery at a glance: what arrived, what was refused, whether the node is alive."""
+    from sqlalchemy import func
+
+    from .store import heartbeats
+
+    with store.reader.connect() as conn:
+        depts = rows(conn, select(departments).order_by(departments.c.dept))
+        batch_stats = {r.dept: r for r in conn.execute(
+            select(batches.c.dept, func.count().label("batches"), func.sum(batches.c.accepted).label("accepted"),
+                   func.sum(batches.c.rejected).label("rejected"), func.sum(batches.c.duplicates).label("duplicates"),
+                   func.max(batches.c.received).label("last_batch")).group_by(batches.c.dept))}
+        record_stats: dict[str, dict[str, int]] = {}
+        for dept, status, n in conn.execute(select(records.c.dept, records.c.status, func.count())
+                                            .group_by(records.c.dept, records.c.status)):
+            record_stats.setdefault(dept, {})[status] = n
+        by_type: dict[str, dict[str, int]] = {}
+        for dept, rtype, n in conn.execute(select(records.c.dept, records.c.type, func.count())
+                                           .where(records.c.status == "active")
+                                           .group_by(records.c.dept, records.c.type)):
+            by_type.setdefault(dept, {})[rtype] = n
+        beats: dict[str, list[dict[str, Any]]] = {}
+        for hb in rows(conn, select(heartbeats).order_by(heartbeats.c.node)):
+            hb.pop("body", None)
+            hb.pop("signature", None)
+            hb["inventory"] = jsonutil.loads(hb["inventory"] or "{}")
+            beats.setdefault(hb["dept"], []).append(hb)
+        quarantined = dict(conn.execute(select(quarantine.c.dept, func.count()).group_by(quarantine.c.dept)).all())
+    out = []
+    for d in depts:
+        b = batch_stats.get(d["dept"])
+        inventory: dict[str, int] = {}
+        for hb in beats.get(d["dept"], []):
+            for rtype, n in hb["inventory"].items():
+                inventory[rtype] = inventory.get(rtype, 0) + n
+        out.append({
+            "dept": d["dept"], "name": d["name"], "region": d["region"], "ledger_size": d["ledger_size"],
+            "batches": b.batches if b else 0, "accepted": int(b.accepted or 0) if b else 0,
+            "rejected": int(b.rejected or 0) if b else 0, "duplicates": int(b.duplicates or 0) if b else 0,
+            "last_batch": b.last_batch if b else None, "records": record_stats.get(d["dept"], {}),
+            "by_type": by_type.get(d["dept"], {}), "inventory": inventory, "nodes": beats.get(d["dept"], []),
+            "quarantined": quarantined.get(d["dept"], 0),
+        })
+    return {"departments": out, "quarantined_total": sum(quarantined.values())}

@@ -19,7 +19,7 @@ from .config import HubConfig
 from .ingest import Inbound, Ingestor
 from .metrics import HubMetrics
 from .store import Store
-from .web import BROKER_READY, METRICS, STORE, add_routes
+from .web import BROKER_READY, HUB_NAME, METRICS, STORE, add_routes
 
 log = structlog.get_logger("cx.hub")
 
@@ -34,6 +34,7 @@ def build_app(cfg: HubConfig) -> web.Application:
     app = web.Application()
     app[CONFIG] = cfg
     app[METRICS] = HubMetrics()
+    app[HUB_NAME] = cfg.hub.name
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
     add_routes(app)

@@ -21,6 +21,7 @@ from .store import Store
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", HubMetrics)
 BROKER_READY = web.AppKey("broker_ready", Callable)  # () -> bool
+HUB_NAME = web.AppKey("hub_name", str)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -108,7 +109,20 @@ async def list_quarantine(request: web.Request) -> web.Response:
     return await _off_loop(request, queries.quarantine_view, limit)
 
 
+async def dashboard(request: web.Request) -> web.Response:
+    from .dashboard import render
+
+    view = await asyncio.to_thread(queries.dashboard_view, request.app[STORE])
+    return web.Response(text=render(view, request.app.get(HUB_NAME, "Credit Exchange")), content_type="text/html")
+
+
+async def dashboard_json(request: web.Request) -> web.Response:
+    return await _off_loop(request, queries.dashboard_view)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/api/v1/dashboard", dashboard_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -1,0 +1,55 @@
+"""`make demo`, headless for about 30 seconds: every sample department's records reach the hub."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import func, select
+
+from cx.hub.store import Store, heartbeats, records
+from cx.transport import Topology
+from support import delete_broker_state, drop_pg_database, free_port, run_sync, unique
+
+
+def test_demo_runs_headless(tmp_path):
+    topology = Topology(vhost=unique("cxdemo-"), user_prefix=unique("d") + "-")
+    pg_database = unique("cx_demo_")
+    port = free_port()
+    while any(_busy(p) for p in range(port, port + 5)):
+        port = free_port()
+    state = tmp_path / "demo"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cx.demo", "--state", str(state), "--keys", str(tmp_path / "keys"),
+             "--duration", "30", "--interval", "2", "--port", str(port), "--vhost", topology.vhost,
+             "--user-prefix", topology.user_prefix, "--pg-database", pg_database, "--quiet"],
+            capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "demo is running" in done.stdout and f"http://127.0.0.1:{port}/" in done.stdout
+        store = Store(f"sqlite:///{state / 'hub' / 'hub.db'}")
+        with store.reader.connect() as conn:
+            held = dict(conn.execute(select(records.c.dept, func.count()).group_by(records.c.dept)).all())
+            beating = {r.dept for r in conn.execute(select(heartbeats.c.dept))}
+        store.dispose()
+        assert set(held) == {"amr", "court", "tax", "fda"}, held
+        assert all(n >= 10 for n in held.values()), held
+        assert beating == {"amr", "court", "tax", "fda"}
+        # a second run reuses the state without errors
+        again = subprocess.run(
+            [sys.executable, "-m", "cx.demo", "--state", str(state), "--keys", str(tmp_path / "keys"),
+             "--duration", "5", "--port", str(port), "--vhost", topology.vhost,
+             "--user-prefix", topology.user_prefix, "--pg-database", pg_database, "--quiet"],
+            capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert "reusing the demo state" in again.stdout
+    finally:
+        run_sync(delete_broker_state(topology))
+        drop_pg_database(pg_database)
+
+
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
