@@ -329,3 +329,52 @@ def test_cli_hub_lifecycle(tmp_path):
     listing = json.loads(cx("hub", "depts", "--format", "json", "--config", cfg).stdout)
     assert [k["state"] for k in listing[0]["keys"]] == ["revoked", "active"]
     assert cx("hub", "keys", "revoke", "0" * 32, "--config", cfg).returncode == 2
+
+
+async def test_backup_and_move_from_sqlite_to_postgresql(hub_factory, tmp_path):
+    from support import create_pg_database, drop_pg_database
+
+    hub = hub_factory(["amr"])
+    hub.start()
+    async with Sender(hub, "amr") as amr:
+        for b in range(3):
+            await amr.publish(amr.batch([line(f"mv-{b}-{i}") for i in range(30)]).to_bytes())
+        before = await amr.receipts(3)
+
+        def cx(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "cx.cli", "hub", *args, "--config",
+                                   str(hub.dir / "hub.toml")], capture_output=True, text=True)
+
+        backup = tmp_path / "backup.db"
+        done = cx("backup", "--to", str(backup))  # while the hub runs
+        assert done.returncode == 0, done.stderr
+        assert cx("backup", "--to", str(backup)).returncode == 2  # never overwrites
+        from cx.hub.store import Store
+        copy = Store(f"sqlite:///{backup}")
+        with copy.reader.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(record_versions)).scalar() == 90
+        copy.dispose()
+
+        hub.stop()
+        db = create_pg_database()
+        try:
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+            done = cx("copy-store", "--to", url)
+            assert done.returncode == 0, done.stderr
+            assert cx("copy-store", "--to", url).returncode == 2  # the target is no longer empty
+            config = (hub.dir / "hub.toml").read_text().replace('url = "sqlite:///hub.db"', f'url = "{url}"')
+            (hub.dir / "hub.toml").write_text(config)
+            hub.cfg = type(hub.cfg).load(hub.dir / "hub.toml")
+            hub.start("hub-pg.log")
+            await amr.publish(amr.batch([line(f"mv-3-{i}") for i in range(30)]).to_bytes())
+            [after] = await amr.receipts(1)
+            # the ledger carried over: the new checkpoint extends the last one from SQLite
+            after.consistency.verify(before[-1].checkpoint.root_bytes, after.checkpoint)
+            assert after.checkpoint.size == 120
+            status, bundle = await get_json(f"{hub.api}/api/v1/departments/amr/records/mv-0-3/proof")
+            assert status == 200
+            from cx.protocol.bundle import ProofBundle
+            ProofBundle.from_json(bundle).verify(hub.depts["amr"].key.public)
+        finally:
+            hub.stop()
+            drop_pg_database(db)

@@ -95,6 +95,23 @@ def register(commands: Any) -> None:
                            help="also write the equivalent definitions.json into DIR")
     provision.set_defaults(run=run_provision)
 
+    quarantined = sub.add_parser("quarantine", help="messages the hub could not attribute or verify 隔离区")
+    _config_arg(quarantined)
+    quarantined.add_argument("--limit", type=int, default=50)
+    quarantined.add_argument("--format", choices=("text", "json"), default="text")
+    quarantined.set_defaults(run=run_quarantine)
+
+    backup = sub.add_parser("backup", help="copy the SQLite store while the hub runs 备份")
+    _config_arg(backup)
+    backup.add_argument("--to", required=True, type=Path, help="the backup file to create")
+    backup.set_defaults(run=run_backup)
+
+    copy = sub.add_parser("copy-store", help="copy the store into a new, empty database (SQLite → PostgreSQL)")
+    _config_arg(copy)
+    copy.add_argument("--to", required=True, help="SQLAlchemy URL of the new store, e.g. "
+                                                  "postgresql+psycopg://cx@127.0.0.1/cx")
+    copy.set_defaults(run=run_copy_store)
+
     run = sub.add_parser("run", help="run ingest and the API")
     _config_arg(run)
     run.set_defaults(run=run_hub)
@@ -266,6 +283,64 @@ def run_provision(args: argparse.Namespace) -> int:
         path = write_definitions(args.definitions / "definitions.json", cfg.topology, depts,
                                  CredentialStore.for_hub(cfg), delivery_limit=cfg.broker.delivery_limit)
         print(f"definitions written to {path} (mode 0600: it holds password hashes)")
+    return 0
+
+
+def run_quarantine(args: argparse.Namespace) -> int:
+    from .queries import quarantine_view
+
+    store = open_store(load_config(args.config))
+    try:
+        items = quarantine_view(store, args.limit)
+    finally:
+        store.dispose()
+    if args.format == "json":
+        json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
+        print()
+        return 0
+    if not items:
+        print("quarantine is empty 隔离区为空")
+    for q in items:
+        print(f"{q['received']}  {q['reason']:<22} dept {q['dept'] or '?'}  batch {q['batch_id'] or '?'}  "
+              f"user {q['user_id'] or '?'}  routing {q['routing_key']}")
+        print(f"    {q['detail']}")
+    return 0
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    from .maintenance import backup_sqlite
+
+    store = open_store(load_config(args.config))
+    try:
+        path = backup_sqlite(store, args.to)
+    except (ValueError, FileExistsError) as exc:
+        raise _usage_error(str(exc)) from None
+    finally:
+        store.dispose()
+    print(f"backup written to {path} 备份完成")
+    return 0
+
+
+def run_copy_store(args: argparse.Namespace) -> int:
+    from .maintenance import copy_store
+    from .store import Store
+
+    cfg = load_config(args.config)
+    source = open_store(cfg)
+    target = Store(args.to)
+
+    def progress(table: str, done: int, total: int) -> None:
+        print(f"\r  {table}: {done:,} / {total:,}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    try:
+        copied = copy_store(source, target, progress)
+    except ValueError as exc:
+        raise _usage_error(str(exc)) from None
+    finally:
+        source.dispose()
+        target.dispose()
+    print(f"copied {sum(copied.values()):,} rows in {len(copied)} tables 复制完成")
+    print(f"now set [store] url = \"{args.to}\" in {args.config} and start the hub")
     return 0
 
 
