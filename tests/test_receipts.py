@@ -293,10 +293,14 @@ def test_bundle_resigned_by_another_key_under_the_department_key_id(batch, dept_
 
 def test_bundle_wrong_index_or_path(batch, dept_key):
     good = bundle_for(batch, 1).to_json()
-    for index in (0, 2, 4, 5, 99, -1):
+    for index in (0, 2, 4, 5, 99):
         obj = json.loads(json.dumps(good))
         obj["inclusion"]["leaf_index"] = index
         raises(Reason.RECORD_MISMATCH, ProofBundle.from_json(obj).verify, dept_key.public)
+    for index in (-1, "1", 1.0, True):  # not a leaf index at all
+        obj = json.loads(json.dumps(good))
+        obj["inclusion"]["leaf_index"] = index
+        raises(Reason.BAD_PROOF, ProofBundle.from_json, obj)
     path = good["inclusion"]["path"]
     variants = [path[:-1], path + [path[0]], list(reversed(path)), ["00" * 32] + path[1:], []]
     for variant in variants:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..protocol.envelope import DEPT_ID, BatchHeader, utc_now
+from ..protocol.envelope import DEPT_ID, BatchHeader, parse_time, utc_now
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.keys import PublicKey
 from .store import Store, dept_keys, departments, rows
@@ -31,11 +31,13 @@ class KeyInfo:
     added: str
 
     def state(self, at: str) -> str:
-        if self.revoked_at and at >= self.revoked_at:
+        """The key's state at a signer's stated time (compared as times: "…00Z" and "…00.500Z" differ in length)."""
+        moment = parse_time(at)
+        if self.revoked_at and moment >= parse_time(self.revoked_at):
             return "revoked"
-        if self.valid_from and at < self.valid_from:
+        if self.valid_from and moment < parse_time(self.valid_from):
             return "not_yet_valid"
-        if self.valid_to and at > self.valid_to:
+        if self.valid_to and moment > parse_time(self.valid_to):
             return "expired"
         return "active"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import jsonutil
-from .envelope import Batch, BatchHeader, b64decode, b64encode, parse_record_line
+from .envelope import KEY_ID, Batch, BatchHeader, b64decode, b64encode, parse_record_line
 from .errors import ProtocolError, Reason
 from .keys import PublicKey
 from .merkle import leaf_hash, verify_inclusion
@@ -45,11 +45,11 @@ class ProofBundle:
             inclusion = obj["inclusion"]
             return cls(
                 record_line=obj["record_line"].encode(),
-                leaf_index=int(inclusion["leaf_index"]),
+                leaf_index=_index(inclusion["leaf_index"]),
                 path=[bytes.fromhex(h) for h in inclusion["path"]],
                 header_bytes=obj["batch_header"].encode(),
                 signature=b64decode(obj["signature"]),
-                key_id=str(obj["key_id"]),
+                key_id=_key_id(obj["key_id"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # int(inf) overflows
             raise ProtocolError(Reason.BAD_PROOF, f"the bundle is malformed: {exc}") from None
@@ -74,3 +74,15 @@ class ProofBundle:
                                 f"{self.leaf_index}: {exc.detail}") from None
         parse_record_line(self.record_line)
         return header
+
+
+def _index(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"leaf_index must be a non-negative integer, not {str(value)[:40]!r}")
+    return value
+
+
+def _key_id(value: object) -> str:
+    if not isinstance(value, str) or not KEY_ID.match(value):
+        raise ValueError(f"key_id must be 32 hex digits, not {str(value)[:40]!r}")
+    return value

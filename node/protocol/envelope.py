@@ -128,7 +128,7 @@ class BatchHeader:
 
         if not isinstance(obj, dict):
             raise bad("the header is not a JSON object")
-        if obj.get("v") != FORMAT_VERSION:
+        if not _is_int(obj.get("v")) or obj.get("v") != FORMAT_VERSION:
             raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"batch format version {obj.get('v')!r}")
         expected = {"v", "batch_id", "dept", "node", "key_id", "seq", "prev", "created", "count", "root", "schemas"}
         if set(obj) != expected:

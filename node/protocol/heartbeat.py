@@ -49,13 +49,18 @@ class Heartbeat:
         body, sig = parts[0], parse_signature_line(parts[1])
         obj = jsonutil.loads(body, what="heartbeat")
         try:
+            age = obj["oldest_pending_seconds"]
             ok = (obj["format"] == HEARTBEAT_FORMAT and DEPT_ID.match(obj["dept"]) and NODE_ID.match(obj["node"])
                   and KEY_ID.match(obj["key_id"]) and TIMESTAMP.match(obj["time"])
-                  and isinstance(obj["outbox_depth"], int) and isinstance(obj["inventory"], dict)
-                  and all(isinstance(v, int) for v in obj["inventory"].values()))
+                  and isinstance(obj["version"], str) and len(obj["version"]) <= 40
+                  and _count(obj["outbox_depth"])
+                  and (age is None or (isinstance(age, (int, float)) and not isinstance(age, bool) and 0 <= age < 1e10))
+                  and (obj["last_error"] is None or isinstance(obj["last_error"], str))
+                  and isinstance(obj["inventory"], dict)
+                  and all(isinstance(k, str) and _count(v) for k, v in obj["inventory"].items()))
             if not ok:
                 raise ValueError
-            beat = cls(obj["dept"], obj["node"], obj["key_id"], obj["time"], str(obj["version"]),
+            beat = cls(obj["dept"], obj["node"], obj["key_id"], obj["time"], obj["version"],
                        obj["outbox_depth"], obj["oldest_pending_seconds"], obj["last_error"], obj["inventory"])
         except (KeyError, TypeError, ValueError):
             raise ProtocolError(Reason.BAD_HEADER, "heartbeat fields are missing or wrong") from None
@@ -65,3 +70,7 @@ class Heartbeat:
     def verify(body: bytes, signature: bytes, key: PublicKey) -> None:
         if not key.verify(signature, body):
             raise ProtocolError(Reason.BAD_SIGNATURE, "the heartbeat signature does not verify")
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53

@@ -174,7 +174,7 @@ class Receipt:
             if obj["format"] != RECEIPT_FORMAT:
                 raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"receipt format {obj['format']!r}")
             rejected = [Rejection(r["line"], r["record_id"], r["errors"]) for r in obj["rejected"]]
-            consistency = Consistency.from_json(obj["consistency"]) if obj.get("consistency") else None
+            consistency = Consistency.from_json(obj["consistency"]) if obj["consistency"] is not None else None
             receipt = cls(obj["batch_id"], obj["dept"], obj["header_hash"], obj["accepted"], rejected,
                           obj["duplicates"], Checkpoint.from_json(obj["checkpoint"]), obj["received"],
                           obj["hub_key_id"], consistency, body, sig)
