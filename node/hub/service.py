@@ -62,7 +62,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BROKER_READY] = lambda: not connection.is_closed
     channel = await transport.confirmed_channel(connection, prefetch=cfg.broker.prefetch)
     receipts = await channel.get_exchange(topology.receipts_exchange, ensure=False)
-    queue = await channel.get_queue(topology.ingest_queue, ensure=False)
+    # declared (passively), not just named: only a declared queue's consumer is restored after a reconnect
+    queue = await channel.get_queue(topology.ingest_queue)
     loop = asyncio.get_running_loop()
     metrics = app[METRICS]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -56,6 +57,8 @@ class Delivery:
         self.exchange: AbstractExchange | None = None
         self.broker_error: str | None = None
         self._receipt_lock = asyncio.Lock()
+        # set when the hub's ledger does not extend what this node saw: waiting cannot fix that, people must
+        self.history_rewritten: str | None = None
         self._consumer_tag: str | None = None
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -83,12 +86,17 @@ class Delivery:
             try:
                 self.connection = await transport.connect(url, ssl_context=ssl_context, name=f"cx-node-{self.dept}")
                 await self._open_channel()
-                queue = await self.channel.get_queue(self.topology.receipts_queue(self.dept), ensure=False)
+                # declared (passively), not just named: only a declared queue's consumer is restored on reconnect
+                queue = await self.channel.get_queue(self.topology.receipts_queue(self.dept))
                 self._consumer_tag = await queue.consume(self._on_receipt)
                 self.broker_error = None
                 log.info("connected to broker", url=transport.redact(url))
                 return True
             except Exception as exc:  # noqa: BLE001 - any connection failure: retry
+                if self.connection is not None:  # opened, then the channel or queue failed: do not leave it open
+                    connection, self.connection = self.connection, None
+                    with contextlib.suppress(Exception):
+                        await connection.close()
                 self.broker_error = f"cannot reach the broker 无法连接消息代理: {exc}"
                 self.metrics.broker_up.set(0)
                 log.warning("broker unreachable; retrying", error=str(exc), retry_in=round(delay, 1))
@@ -200,6 +208,7 @@ class Delivery:
         try:
             await self.check_checkpoint(receipt)
         except ProtocolError as exc:
+            self.history_rewritten = exc.detail
             return await self._alert("inconsistent_checkpoint", exc.detail, receipt.batch_id)
         cp = receipt.checkpoint
         counts = await self.db(self.outbox.apply_receipt, receipt.batch_id, body, receipt.accepted,

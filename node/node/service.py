@@ -123,10 +123,15 @@ class NodeService:
             if waiting == 0 and counts["batches_unreceipted"] == 0:
                 print(_summary(counts), file=sys.stderr)
                 return 0
-            if self.stop.is_set() or (deadline and time.time() > deadline):
+            rewritten = self.delivery.history_rewritten
+            if self.stop.is_set() or rewritten or (deadline and time.time() > deadline):
                 alerts = await self.delivery.db(self.delivery.outbox.alerts, 5)
                 print(f"未送达 NOT DELIVERED: {waiting} record(s) in {counts['batches_unreceipted']} batch(es) have no "
                       f"verified receipt. {self.delivery.broker_error or ''}", file=sys.stderr)
+                if rewritten:
+                    print("the hub's ledger does not extend the checkpoint this node verified before: its receipt "
+                          "was refused and the records stay in the outbox; tell the hub operator 交换中心账本与本节点"
+                          f"已验证的检查点不一致，回执已拒收，请联系交换中心 ({rewritten})", file=sys.stderr)
                 for a in alerts:
                     print(f"  alert {a['kind']}: {a['detail']}", file=sys.stderr)
                 return 1
