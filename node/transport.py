@@ -25,7 +25,7 @@ class Topology:
     vhost: str = "credit-exchange"
     user_prefix: str = "cx-"  # broker users are global to the broker: tests give each run its own prefix
 
-    records_exchange: str = "cx.records"  # topic, routing key "<dept>.<record type>"
+    records_exchange: str = "cx.records"  # topic: "<dept>.<record type>" for batches, "<dept>.heartbeat"
     ingest_queue: str = "cx.ingest"  # quorum, consumed by the hub
     dead_letter_exchange: str = "cx.dlx"  # fanout
     quarantine_queue: str = "cx.quarantine"  # quorum, what the hub could not attribute or verify

@@ -422,7 +422,7 @@ def test_record_types_constants_and_limits_are_documented(doc):
     t = transport.Topology()
     for name in (t.vhost, t.records_exchange, t.ingest_queue, t.dead_letter_exchange, t.quarantine_queue,
                  t.receipts_exchange, t.receipts_queue("<dept>"), t.hub_user, t.dept_user("<dept>"),
-                 t.routing_key("<dept>", "batch"), t.routing_key("<dept>", "heartbeat"),
+                 t.routing_key("<dept>", "<record type>"), t.routing_key("<dept>", "heartbeat"),
                  transport.BATCH, transport.HEARTBEAT, transport.RECEIPT,
                  receipts.CHECKPOINT_FORMAT, receipts.RECEIPT_FORMAT, bundle.BUNDLE_FORMAT,
                  heartbeat.HEARTBEAT_FORMAT):

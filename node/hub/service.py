@@ -74,6 +74,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
             outcome = await loop.run_in_executor(executor, handler, inbound)
         except Exception:  # the store failed: keep the message, back off, let the broker redeliver it
             log.exception("store error; message returned to the queue", routing_key=inbound.routing_key)
+            metrics.ingest_errors.inc()
             await asyncio.sleep(STORE_RETRY_SECONDS)
             await message.nack(requeue=True)
             return

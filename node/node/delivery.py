@@ -16,6 +16,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from .. import __version__, transport
+from ..protocol import jsonutil
 from ..protocol.envelope import build_batch
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.heartbeat import Heartbeat
@@ -155,7 +156,7 @@ class Delivery:
                 room = max(0, d.max_in_flight - in_flight)
                 due = await self.db(self.outbox.due, d.receipt_timeout_seconds, room) if room else []
                 for batch_id, body, attempts in due:
-                    await self._publish(f"{self.dept}.batch", body, transport.BATCH, batch_id)
+                    await self._publish(batch_routing_key(self.dept, body), body, transport.BATCH, batch_id)
                     await self.db(self.outbox.mark_sent, batch_id)
                     self.metrics.batches_sent.labels("resend" if attempts else "first").inc()
                     if attempts:
@@ -296,8 +297,15 @@ class Delivery:
         body = Heartbeat.sign(self.key, dept=self.dept, node=self.cfg.node.node_id, version=__version__,
                               outbox_depth=depth, oldest_pending_seconds=age,
                               last_error=self.broker_error or self.last_error(), inventory=inventory)
-        await self._publish(f"{self.dept}.heartbeat", body, transport.HEARTBEAT, f"hb-{time.time_ns()}")
+        await self._publish(self.topology.routing_key(self.dept, "heartbeat"), body, transport.HEARTBEAT,
+                            f"hb-{time.time_ns()}")
         self.metrics.heartbeats.inc()
+
+
+def batch_routing_key(dept: str, body: bytes) -> str:
+    """<dept>.<record type> for a batch of one type (what this node seals), <dept>.mixed otherwise."""
+    schemas = jsonutil.loads(body.split(b"\n", 1)[0])["schemas"]
+    return transport.Topology.routing_key(dept, next(iter(schemas)) if len(schemas) == 1 else "mixed")
 
 
 def _verify(old: int, new: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> None:

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS records(
     state TEXT NOT NULL,             -- pending, batched, delivered, rejected, duplicate
     batch_id TEXT, created TEXT NOT NULL, settled TEXT);
 CREATE INDEX IF NOT EXISTS records_state ON records(state, id);
+CREATE INDEX IF NOT EXISTS records_state_type ON records(state, type, id);
 CREATE INDEX IF NOT EXISTS records_batch ON records(batch_id);
 CREATE TABLE IF NOT EXISTS latest(record_id TEXT PRIMARY KEY, version TEXT NOT NULL, type TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches(
@@ -232,11 +233,17 @@ class Outbox:
     # -- sending side ---------------------------------------------------------------------
 
     def pending(self, max_records: int, max_bytes: int) -> list[tuple[int, str, int, bytes]]:
-        """The oldest pending records that fit one batch: (id, type, schema_version, line)."""
+        """The oldest pending records of one record type that fit one batch: (id, type, schema_version, line).
+
+        A batch holds one record type, so it travels under the routing key <dept>.<record type>.
+        """
+        first = self.db.execute("SELECT type FROM records WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
+        if first is None:
+            return []
         out, size = [], 0
         for rid, type_, version, line in self.db.execute(
-                "SELECT id, type, schema_version, line FROM records WHERE state = 'pending' ORDER BY id LIMIT ?",
-                (max_records,)):
+                "SELECT id, type, schema_version, line FROM records WHERE state = 'pending' AND type = ? "
+                "ORDER BY id LIMIT ?", (first[0], max_records)):
             if out and size + len(line) + 1 > max_bytes:
                 break
             out.append((rid, type_, version, line))
