@@ -21,6 +21,15 @@ class UsageError(Exception):
     """Input a command cannot work with at all (the command exits 2), explained in Chinese and English."""
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """"host:port" (or ":port") as a (host, port) pair; the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise ConfigError(f"listen address {text!r} is not host:port 监听地址格式错误") from None
+
+
 def read_secret(value: str | None, file: str | Path | None, what: str) -> str:
     """A secret given directly (environment) or in a file; files are stripped of surrounding whitespace."""
     if value:
@@ -46,7 +55,28 @@ def load(cls: type[T], path: str | Path, env_prefix: str = "CX_") -> T:
         raise ConfigError(f"configuration file not found: {path} 找不到配置文件") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc} 配置文件格式错误") from None
-    return from_dict(cls, raw, base=path.resolve().parent, env_prefix=env_prefix, where=str(path))
+    loaded = from_dict(cls, raw, base=path.resolve().parent, env_prefix=env_prefix, where=str(path))
+    if any(f.name == "path" for f in dataclasses.fields(cls)):
+        loaded = dataclasses.replace(loaded, path=path.resolve())
+    return loaded
+
+
+class LoadedFromFile:
+    """What the hub's and the node's configurations share: a file they were read from, a [broker] section."""
+
+    path: Path | None
+    broker: Any
+
+    @property
+    def base(self) -> Path:
+        """The folder relative paths are resolved against: the configuration file's."""
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def topology(self) -> Any:
+        from .transport import Topology
+
+        return Topology(vhost=self.broker.vhost, user_prefix=self.broker.user_prefix)
 
 
 def from_dict(cls: type[T], raw: dict[str, Any], *, base: Path, env_prefix: str = "CX_", where: str = "config") -> T:

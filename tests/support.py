@@ -19,7 +19,7 @@ import aiohttp
 import psycopg
 
 from cx.hub import registry
-from cx.hub.broker import ManagementAPI, provision_hub
+from cx.hub.broker import ManagementAPI, deprovision, provision_hub
 from cx.hub.config import HubConfig
 from cx.hub.store import Store
 from cx.protocol.keys import SigningKey, generate_key_files
@@ -51,13 +51,7 @@ def unique(prefix: str) -> str:
 async def delete_broker_state(topology: Topology) -> None:
     """Remove a test's vhost and every broker user with its prefix."""
     async with ManagementAPI(MANAGEMENT, "guest", "guest") as api:
-        try:
-            await api.delete_vhost(topology.vhost)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-        for user in await api.users():
-            if user["name"].startswith(topology.user_prefix):
-                await api.delete_user(user["name"])
+        await deprovision(api, topology)
 
 
 def create_pg_database() -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..hub import registry
-from ..hub.broker import ManagementAPI, provision_hub
+from ..hub.broker import ManagementAPI, deprovision, provision_hub
 from ..hub.config import HubConfig
 from ..hub.store import Store
 from ..protocol.keys import PublicKey, SigningKey, generate_key_files
@@ -120,13 +120,7 @@ def reset(args: argparse.Namespace, topology: Topology, broker: Broker) -> None:
 
     async def clean() -> None:
         async with ManagementAPI(broker.management, broker.user, broker.password) as api:
-            try:
-                await api.delete_vhost(topology.vhost)
-            except Exception:  # noqa: BLE001 - not there
-                pass
-            for user in await api.users():
-                if user["name"].startswith(topology.user_prefix):
-                    await api.delete_user(user["name"])
+            await deprovision(api, topology)
 
     asyncio.run(clean())
     pg = _postgres_admin_url()

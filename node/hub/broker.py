@@ -607,3 +607,19 @@ def write_definitions(path: str | Path, topology: Topology, depts: Iterable[str]
     document = definitions(topology, depts, credentials, delivery_limit=delivery_limit)
     _write_private(path, json.dumps(document, ensure_ascii=False, indent=2) + "\n")
     return path
+
+
+async def deprovision(api: ManagementAPI, topology: Topology) -> list[str]:
+    """Remove a whole topology: its vhost (queues, messages and all) and every user with its prefix.
+
+    For the demo's reset and the tests' clean-up; never run against a federation in use.
+    """
+    removed = []
+    if await api.get_vhost(topology.vhost) is not None:
+        await api.delete_vhost(topology.vhost)
+        removed.append(f"deleted vhost {topology.vhost!r}")
+    for user in await api.users():
+        if user["name"].startswith(topology.user_prefix):
+            await api.delete_user(user["name"])
+            removed.append(f"deleted user {user['name']!r}")
+    return removed

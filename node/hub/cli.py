@@ -7,11 +7,13 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, UsageError
+from ..config import UsageError
 from ..protocol.envelope import format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey, SigningKey
@@ -122,23 +124,17 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
                         help="hub.toml (default: $CX_HUB_CONFIG or ./hub.toml)")
 
 
-def _usage_error(message: str) -> Exception:
-    return UsageError(message)
-
-
-def load_config(path: Path) -> HubConfig:
-    try:
-        return HubConfig.load(path)
-    except ConfigError as exc:
-        raise _usage_error(str(exc)) from None
-
-
-def open_store(cfg: HubConfig) -> Any:
+@contextmanager
+def opened_store(cfg: HubConfig) -> Iterator[Any]:
+    """The hub's store, migrated, disposed of afterwards."""
     from .store import Store
 
     store = Store(cfg.store_url, sqlite_synchronous=cfg.store.sqlite_synchronous)
-    store.migrate()
-    return store
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.dispose()
 
 
 def _time_arg(value: str | None) -> str | None:
@@ -147,16 +143,16 @@ def _time_arg(value: str | None) -> str | None:
     try:
         return format_time(parse_time(value))
     except ValueError as exc:
-        raise _usage_error(f"时间格式错误 {exc}") from None
+        raise UsageError(f"时间格式错误 {exc}") from None
 
 
 def _public_key(path: Path) -> PublicKey:
     try:
         return PublicKey.load(path)
     except OSError as exc:
-        raise _usage_error(f"无法读取公钥 cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"无法读取公钥 cannot read {path}: {exc.strerror}") from None
     except ProtocolError as exc:
-        raise _usage_error(f"公钥无效 unusable public key {path}: {exc.detail}") from None
+        raise UsageError(f"公钥无效 unusable public key {path}: {exc.detail}") from None
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -165,7 +161,7 @@ def run_init(args: argparse.Namespace) -> int:
     target: Path = args.dir
     config_path = target / "hub.toml"
     if config_path.exists():
-        raise _usage_error(f"{config_path} already exists; this folder already holds a hub 已存在")
+        raise UsageError(f"{config_path} already exists; this folder already holds a hub 已存在")
     target.mkdir(parents=True, exist_ok=True)
     (target / "keys").mkdir(exist_ok=True)
     (target / "secrets" / "broker").mkdir(parents=True, exist_ok=True)
@@ -175,8 +171,9 @@ def run_init(args: argparse.Namespace) -> int:
         management_url=args.management_url, listen=args.listen))
     key = SigningKey.generate()
     key.save(target / "keys" / "hub.key", target / "keys" / "hub.pub")
-    cfg = load_config(config_path)
-    open_store(cfg).dispose()
+    cfg = HubConfig.load(config_path)
+    with opened_store(cfg):
+        pass  # creates the schema
     print(f"hub created in {target}")
     print(f"  hub key id 中心密钥: {key.key_id} (public key {target / 'keys' / 'hub.pub'}: give it to every department)")
     print(f"  store 存储:          {cfg.store_url}")
@@ -188,18 +185,13 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_add_dept(args: argparse.Namespace) -> int:
-    from .registry import RegistryError, add_department, add_key
+    from .registry import add_department
 
-    cfg = load_config(args.config)
+    cfg = HubConfig.load(args.config)
     key = _public_key(args.public_key)
-    store = open_store(cfg)
-    try:
-        add_department(store, args.dept, args.name, args.region)
-        add_key(store, args.dept, key, _time_arg(args.valid_from), _time_arg(args.valid_to))
-    except RegistryError as exc:
-        raise _usage_error(str(exc)) from None
-    finally:
-        store.dispose()
+    with opened_store(cfg) as store:
+        add_department(store, args.dept, args.name, args.region, key, _time_arg(args.valid_from),
+                       _time_arg(args.valid_to))
     print(f"department {args.dept} ({args.name}, {args.region}) enrolled with key {key.key_id} 已登记")
     print(f"next: cx hub provision --config {args.config}  (creates its broker user and receipts queue)")
     return 0
@@ -208,11 +200,8 @@ def run_add_dept(args: argparse.Namespace) -> int:
 def run_depts(args: argparse.Namespace) -> int:
     from .registry import list_departments
 
-    store = open_store(load_config(args.config))
-    try:
+    with opened_store(HubConfig.load(args.config)) as store:
         depts = list_departments(store)
-    finally:
-        store.dispose()
     if args.format == "json":
         json.dump(depts, sys.stdout, ensure_ascii=False, indent=1)
         print()
@@ -228,18 +217,13 @@ def run_depts(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    from .registry import RegistryError, rotate_key
+    from .registry import rotate_key
 
-    cfg = load_config(args.config)
+    cfg = HubConfig.load(args.config)
     key = _public_key(args.public_key)
     overlap = format_time(datetime.now(timezone.utc) + timedelta(days=args.overlap_days))
-    store = open_store(cfg)
-    try:
+    with opened_store(cfg) as store:
         info, ended = rotate_key(store, args.dept, key, overlap)
-    except RegistryError as exc:
-        raise _usage_error(str(exc)) from None
-    finally:
-        store.dispose()
     print(f"key {info.key_id} enrolled for {args.dept} 新密钥已登记")
     for key_id in ended:
         print(f"key {key_id} stays valid until {overlap}, then expires")
@@ -247,15 +231,10 @@ def run_rotate(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    from .registry import RegistryError, revoke_key
+    from .registry import revoke_key
 
-    store = open_store(load_config(args.config))
-    try:
+    with opened_store(HubConfig.load(args.config)) as store:
         info = revoke_key(store, args.key_id, _time_arg(args.at))
-    except RegistryError as exc:
-        raise _usage_error(str(exc)) from None
-    finally:
-        store.dispose()
     print(f"key {info.key_id} of {info.dept} revoked at {info.revoked_at} 已吊销: batches it signs from then on "
           "are refused; what it signed before stays valid")
     return 0
@@ -265,16 +244,13 @@ def run_provision(args: argparse.Namespace) -> int:
     from .broker import BrokerError, CredentialStore, provision_hub, write_definitions
     from .registry import list_departments
 
-    cfg = load_config(args.config)
-    store = open_store(cfg)
-    try:
+    cfg = HubConfig.load(args.config)
+    with opened_store(cfg) as store:
         depts = [d["dept"] for d in list_departments(store)]
-    finally:
-        store.dispose()
     try:
         changes = asyncio.run(provision_hub(cfg, depts))
     except BrokerError as exc:
-        raise _usage_error(f"broker provisioning failed 代理配置失败: {exc}") from None
+        raise UsageError(f"broker provisioning failed 代理配置失败: {exc}") from None
     for change in changes:
         print(f"  {change}")
     print(f"{len(changes)} change(s) 项变更" if changes else "nothing to change; the broker is up to date 无需变更")
@@ -289,11 +265,8 @@ def run_provision(args: argparse.Namespace) -> int:
 def run_quarantine(args: argparse.Namespace) -> int:
     from .queries import quarantine_view
 
-    store = open_store(load_config(args.config))
-    try:
+    with opened_store(HubConfig.load(args.config)) as store:
         items = quarantine_view(store, args.limit)
-    finally:
-        store.dispose()
     if args.format == "json":
         json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
         print()
@@ -310,13 +283,8 @@ def run_quarantine(args: argparse.Namespace) -> int:
 def run_backup(args: argparse.Namespace) -> int:
     from .maintenance import backup_sqlite
 
-    store = open_store(load_config(args.config))
-    try:
+    with opened_store(HubConfig.load(args.config)) as store:
         path = backup_sqlite(store, args.to)
-    except (ValueError, FileExistsError) as exc:
-        raise _usage_error(str(exc)) from None
-    finally:
-        store.dispose()
     print(f"backup written to {path} 备份完成")
     return 0
 
@@ -325,19 +293,14 @@ def run_copy_store(args: argparse.Namespace) -> int:
     from .maintenance import copy_store
     from .store import Store
 
-    cfg = load_config(args.config)
-    source = open_store(cfg)
-    target = Store(args.to)
-
     def progress(table: str, done: int, total: int) -> None:
         print(f"\r  {table}: {done:,} / {total:,}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
+    target = Store(args.to)
     try:
-        copied = copy_store(source, target, progress)
-    except ValueError as exc:
-        raise _usage_error(str(exc)) from None
+        with opened_store(HubConfig.load(args.config)) as source:
+            copied = copy_store(source, target, progress)
     finally:
-        source.dispose()
         target.dispose()
     print(f"copied {sum(copied.values()):,} rows in {len(copied)} tables 复制完成")
     print(f"now set [store] url = \"{args.to}\" in {args.config} and start the hub")
@@ -348,7 +311,7 @@ def run_hub(args: argparse.Namespace) -> int:
     from .. import log
     from .service import run
 
-    cfg = load_config(args.config)
+    cfg = HubConfig.load(args.config)
     log.configure()
     try:
         asyncio.run(run(cfg))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config
-from ..transport import Topology, amqp_url
+from ..transport import amqp_url
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
-class HubConfig:
+class HubConfig(config.LoadedFromFile):
     hub: HubSection = field(default_factory=HubSection)
     store: StoreSection = field(default_factory=StoreSection)
     broker: BrokerSection = field(default_factory=BrokerSection)
@@ -53,16 +53,7 @@ class HubConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> HubConfig:
-        cfg = config.load(cls, path)
-        return HubConfig(cfg.hub, cfg.store, cfg.broker, cfg.api, Path(path).resolve())
-
-    @property
-    def base(self) -> Path:
-        return self.path.parent if self.path else Path.cwd()
-
-    @property
-    def topology(self) -> Topology:
-        return Topology(vhost=self.broker.vhost, user_prefix=self.broker.user_prefix)
+        return config.load(cls, path)
 
     @property
     def store_url(self) -> str:
@@ -92,5 +83,4 @@ class HubConfig:
             self.broker.management_password or self.broker.management_password_file) else "guest"
 
     def listen(self) -> tuple[str, int]:
-        host, _, port = self.api.listen.rpartition(":")
-        return host or "127.0.0.1", int(port)
+        return config.listen_address(self.api.listen)

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from ..config import UsageError
 from .store import Store, metadata, schema_version
+
+
+class MaintenanceError(UsageError):
+    """A backup or copy the operator asked for that cannot be done as asked."""
 
 COPY_CHUNK = 5000
 
@@ -16,9 +21,9 @@ COPY_CHUNK = 5000
 def backup_sqlite(store: Store, destination: Path) -> Path:
     """A consistent copy of a running SQLite store (SQLite's online backup API; writers keep going)."""
     if not store.is_sqlite:
-        raise ValueError("backup works on the SQLite store; back PostgreSQL up with pg_dump (see docs/hub.md)")
+        raise MaintenanceError("backup works on the SQLite store; back PostgreSQL up with pg_dump (docs/hub.md)")
     if destination.exists():
-        raise FileExistsError(f"{destination} already exists")
+        raise MaintenanceError(f"{destination} already exists; a backup never overwrites a file 文件已存在")
     source = sqlite3.connect(store.url.database)
     target = sqlite3.connect(destination)
     try:
@@ -40,7 +45,7 @@ def copy_store(source: Store, target: Store, progress: Callable[[str, int, int],
     target.migrate()
     with target.reader.connect() as conn:
         if conn.execute(select(func.count()).select_from(metadata.tables["departments"])).scalar():
-            raise ValueError("the target store is not empty; copy into a new database")
+            raise MaintenanceError("the target store is not empty; copy into a new database 目标库非空")
     copied: dict[str, int] = {}
     with source.reader.connect() as src, target.writer.begin() as dst:
         for table in metadata.sorted_tables:

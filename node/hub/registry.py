@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ..config import UsageError
 from ..protocol.envelope import DEPT_ID, BatchHeader, parse_time, utc_now
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.keys import PublicKey
@@ -17,8 +18,8 @@ from .store import Store, dept_keys, departments, rows
 REGION = re.compile(r"^[1-8][0-9]{5}$")
 
 
-class RegistryError(Exception):
-    """An operator request the registry cannot carry out, said plainly."""
+class RegistryError(UsageError):
+    """An operator request the registry cannot carry out, said plainly (the command exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class KeyInfo:
         return "active"
 
 
-def add_department(store: Store, dept: str, name: str, region: str) -> None:
+def add_department(store: Store, dept: str, name: str, region: str, key: PublicKey | None = None,
+                   valid_from: str | None = None, valid_to: str | None = None) -> None:
+    """Enrol a department (and its first key, in the same transaction)."""
     if not DEPT_ID.match(dept):
         raise RegistryError(f"部门标识无效 invalid department id {dept!r}: 1-32 lower-case letters, digits, - or _")
     if not REGION.match(region):
@@ -51,6 +54,8 @@ def add_department(store: Store, dept: str, name: str, region: str) -> None:
         with store.writer.begin() as conn:
             conn.execute(departments.insert().values(dept=dept, name=name, region=region, created=utc_now(),
                                                      ledger_size=0))
+            if key is not None:
+                _insert_key(conn, dept, key, valid_from, valid_to)
     except IntegrityError:
         raise RegistryError(f"部门已存在 department {dept!r} already exists") from None
 
@@ -59,11 +64,15 @@ def add_key(store: Store, dept: str, key: PublicKey, valid_from: str | None = No
             valid_to: str | None = None) -> KeyInfo:
     with store.writer.begin() as conn:
         _require_dept(conn, dept)
-        existing = conn.execute(select(dept_keys.c.dept).where(dept_keys.c.key_id == key.key_id)).scalar()
-        if existing is not None:
-            raise RegistryError(f"密钥已登记 key {key.key_id} is already enrolled (department {existing})")
-        info = KeyInfo(key.key_id, dept, valid_from, valid_to, None, utc_now())
-        conn.execute(dept_keys.insert().values(public_key=key.raw, **info.__dict__))
+        return _insert_key(conn, dept, key, valid_from, valid_to)
+
+
+def _insert_key(conn: Connection, dept: str, key: PublicKey, valid_from: str | None, valid_to: str | None) -> KeyInfo:
+    existing = conn.execute(select(dept_keys.c.dept).where(dept_keys.c.key_id == key.key_id)).scalar()
+    if existing is not None:
+        raise RegistryError(f"密钥已登记 key {key.key_id} is already enrolled (department {existing})")
+    info = KeyInfo(key.key_id, dept, valid_from, valid_to, None, utc_now())
+    conn.execute(dept_keys.insert().values(public_key=key.raw, **info.__dict__))
     return info
 
 

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, UsageError
+from ..config import UsageError
 from ..protocol.envelope import DEPT_ID
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import generate_key_files
@@ -127,26 +127,15 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
                         help="node.toml (default: $CX_NODE_CONFIG or ./node.toml)")
 
 
-def _usage_error(message: str) -> Exception:
-    return UsageError(message)
-
-
-def load_config(path: Path) -> NodeConfig:
-    try:
-        return NodeConfig.load(path)
-    except ConfigError as exc:
-        raise _usage_error(str(exc)) from None
-
-
 # -- init ------------------------------------------------------------------------------------
 
 def run_init(args: argparse.Namespace) -> int:
     if not DEPT_ID.match(args.dept):
-        raise _usage_error(f"部门标识无效 invalid department id {args.dept!r}")
+        raise UsageError(f"部门标识无效 invalid department id {args.dept!r}")
     target: Path = args.dir
     config_path = target / "node.toml"
     if config_path.exists():
-        raise _usage_error(f"{config_path} already exists 已存在")
+        raise UsageError(f"{config_path} already exists 已存在")
     target.mkdir(parents=True, exist_ok=True)
     (target / "secrets").mkdir(exist_ok=True)
     os.chmod(target / "secrets", 0o700)
@@ -177,7 +166,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     from .collector import iterate_check, source_checks
 
-    cfg = load_config(args.config)
+    cfg = NodeConfig.load(args.config)
     problems = source_checks(cfg)
     if problems:
         for p in problems:
@@ -203,7 +192,7 @@ def run_check(args: argparse.Namespace) -> int:
                     groups[(stream, e["path"], e["rule"])].append({"locator": r.locator, **e})
                     report_rows.append({"stream": stream, "locator": r.locator, "record_id": r.record_id or "", **e})
     except (SourceError, ProtocolError) as exc:
-        raise _usage_error(f"检查失败 check failed: {exc}") from None
+        raise UsageError(f"检查失败 check failed: {exc}") from None
     for stream, c in per_stream.items():
         print(f"{stream}: read 读取 {c['read']:,}, valid 合格 {c['valid']:,}, invalid 不合格 {c['invalid']:,}"
               + (f", unreadable files 无法读取 {c['unreadable']}" if c["unreadable"] else ""))
@@ -265,15 +254,15 @@ def run_node(args: argparse.Namespace) -> int:
     from .. import log
     from .service import NodeService
 
-    cfg = load_config(args.config)
+    cfg = NodeConfig.load(args.config)
     log.configure()
     try:
         service = NodeService(cfg, once=args.once, timeout=args.timeout)
     except (OSError, ProtocolError) as exc:
-        raise _usage_error(f"cannot start the node 无法启动: {getattr(exc, 'detail', None) or exc}") from None
+        raise UsageError(f"cannot start the node 无法启动: {getattr(exc, 'detail', None) or exc}") from None
     except Exception as exc:  # SourceError from adapters, with its own message
         if exc.__class__.__name__ == "SourceError":
-            raise _usage_error(str(exc)) from None
+            raise UsageError(str(exc)) from None
         raise
     return asyncio.run(service.run())
 
@@ -281,7 +270,7 @@ def run_node(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     from .outbox import Outbox
 
-    cfg = load_config(args.config)
+    cfg = NodeConfig.load(args.config)
     outbox = Outbox(cfg.node.outbox)
     try:
         counts = outbox.counts()
@@ -319,7 +308,7 @@ def run_status(args: argparse.Namespace) -> int:
 def run_rejections(args: argparse.Namespace) -> int:
     from .outbox import Outbox
 
-    cfg = load_config(args.config)
+    cfg = NodeConfig.load(args.config)
     outbox = Outbox(cfg.node.outbox)
     try:
         items = outbox.rejections(open_only=not args.all, limit=args.limit)

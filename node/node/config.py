@@ -10,7 +10,6 @@ from typing import Any
 from .. import config
 from ..config import ConfigError
 from ..protocol.envelope import DEPT_ID, NODE_ID
-from ..transport import Topology
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ FIELD_KEYS = {"column", "const", "date", "decimal", "split", "map", "trim", "tem
 
 
 @dataclass(frozen=True)
-class NodeConfig:
+class NodeConfig(config.LoadedFromFile):
     node: NodeSection = field(default_factory=NodeSection)
     broker: BrokerSection = field(default_factory=BrokerSection)
     delivery: DeliverySection = field(default_factory=DeliverySection)
@@ -107,18 +106,8 @@ class NodeConfig:
     @classmethod
     def load(cls, path: str | Path) -> NodeConfig:
         cfg = config.load(cls, path)
-        cfg = NodeConfig(cfg.node, cfg.broker, cfg.delivery, cfg.http, cfg.sources, cfg.streams, cfg.code_tables,
-                         Path(path).resolve())
         cfg.validate()
         return cfg
-
-    @property
-    def base(self) -> Path:
-        return self.path.parent if self.path else Path.cwd()
-
-    @property
-    def topology(self) -> Topology:
-        return Topology(vhost=self.broker.vhost, user_prefix=self.broker.user_prefix)
 
     def validate(self) -> None:
         where = str(self.path)
@@ -183,5 +172,4 @@ class NodeConfig:
         return config.read_secret(None, self.broker.url_file, "the broker URL (handover file from the hub operator)")
 
     def listen(self) -> tuple[str, int]:
-        host, _, port = self.http.listen.rpartition(":")
-        return host or "127.0.0.1", int(port)
+        return config.listen_address(self.http.listen)
