@@ -28,7 +28,7 @@ from . import ledger
 from .metrics import HubMetrics
 from .registry import key_for, key_for_batch
 from .store import (
-    MAX_QUARANTINE_HEADER, Store, batches, departments, heartbeats, in_chunks, nodes, quarantine, record_versions, records,
+    MAX_QUARANTINE_HEADER, Store, batches, departments, heartbeats, in_chunks, insert_many, nodes, quarantine, record_versions, records,
     sequence_events,
 )
 
@@ -295,12 +295,12 @@ class Ingestor:
 
         appended = ledger.append(conn, h.dept, size, new_leaves)
         if versions:
-            conn.execute(record_versions.insert(), versions)
+            insert_many(conn, record_versions, versions)
             inserts = [dict(v, first_accepted=accepted_at) for rid, v in latest.items() if rid not in known]
             updates = [{"b_dept": v["dept"], "b_record_id": v["record_id"], **{k: v[k] for k in _UPDATED}}
                        for rid, v in latest.items() if rid in known]
             if inserts:
-                conn.execute(records.insert(), inserts)
+                insert_many(conn, records, inserts)
             if updates:
                 conn.execute(_UPDATE_RECORD, updates)
         checkpoint = ledger.sign_checkpoint(conn, self.hub_key, h.dept, appended.size, appended.root, accepted_at)

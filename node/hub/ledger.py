@@ -11,7 +11,7 @@ from ..protocol import merkle
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.keys import SigningKey
 from ..protocol.receipts import Checkpoint
-from .store import checkpoints, departments, in_chunks, ledger_nodes
+from .store import checkpoints, departments, in_chunks, insert_many, ledger_nodes
 
 
 def fetch_nodes(conn: Connection, dept: str, wanted: set[merkle.Node]) -> dict[merkle.Node, bytes]:
@@ -34,7 +34,7 @@ def append(conn: Connection, dept: str, size: int, leaves: Sequence[bytes]) -> m
     frontier = [(level, idx, known[(level, idx)]) for level, idx in frontier_ids]
     appended = merkle.append_leaves(size, frontier, leaves)
     if appended.nodes:
-        conn.execute(ledger_nodes.insert(), [
+        insert_many(conn, ledger_nodes, [
             {"dept": dept, "level": level, "idx": idx, "hash": h} for level, idx, h in appended.nodes
         ])
         conn.execute(departments.update().where(departments.c.dept == dept).values(ledger_size=appended.size))

@@ -246,6 +246,21 @@ class Store:
 MIGRATIONS: dict[int, Any] = {}
 
 
+def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT many rows straight through the driver's executemany.
+
+    Per batch the hub inserts thousands of rows whose values are already plain str/int/bytes;
+    SQLAlchemy's per-row parameter processing was a third of the hub's time per record.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join([marker] * len(columns))})")
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
 def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
