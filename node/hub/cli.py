@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import UsageError
+from ..config import ConfigError, UsageError
 from ..protocol.envelope import format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey, SigningKey
@@ -312,6 +312,17 @@ def run_hub(args: argparse.Namespace) -> int:
     from .service import run
 
     cfg = HubConfig.load(args.config)
+    try:  # what would only fail later, deep in start-up, is checked here and said plainly
+        SigningKey.load(cfg.hub.signing_key)
+    except OSError as exc:
+        raise UsageError(f"cannot read the hub's signing key 无法读取中心签名密钥 {cfg.hub.signing_key}: "
+                         f"{exc.strerror}") from None
+    except ProtocolError as exc:
+        raise UsageError(f"the hub's signing key is unusable 中心签名密钥不可用: {exc.detail}") from None
+    try:
+        cfg.hub_amqp_url()
+    except ConfigError as exc:
+        raise UsageError(f"{exc} — run `cx hub provision --config {args.config}` first") from None
     log.configure()
     try:
         asyncio.run(run(cfg))

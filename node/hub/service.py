@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -58,12 +60,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     ingestor = Ingestor(app[STORE], SigningKey.load(cfg.hub.signing_key), topology, metrics=app[METRICS])
     app[INGESTOR] = ingestor
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-store")
-    connection = await transport.connect(cfg.hub_amqp_url(), name="cx-hub")
-    app[BROKER_READY] = lambda: not connection.is_closed
-    channel = await transport.confirmed_channel(connection, prefetch=cfg.broker.prefetch)
-    receipts = await channel.get_exchange(topology.receipts_exchange, ensure=False)
-    # declared (passively), not just named: only a declared queue's consumer is restored after a reconnect
-    queue = await channel.get_queue(topology.ingest_queue)
+    broker: dict[str, Any] = {}  # connection and receipts exchange, once connected
+    app[BROKER_READY] = lambda: "connection" in broker and not broker["connection"].is_closed
     loop = asyncio.get_running_loop()
     metrics = app[METRICS]
 
@@ -88,7 +86,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         if FAULT == "crash-after-commit" and outcome.result == "accepted":
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: committed, receipt not sent, message not acked
         start = time.perf_counter()
-        await transport.publish(receipts, outcome.dept or "", outcome.receipt or b"", message_type=transport.RECEIPT,
+        await transport.publish(broker["receipts"], outcome.dept or "", outcome.receipt or b"", message_type=transport.RECEIPT,
                                 message_id=outcome.batch_id or "")
         metrics.stage_seconds.labels("publish").observe(time.perf_counter() - start)
         start = time.perf_counter()
@@ -97,11 +95,32 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         bound.info("batch " + outcome.result, accepted=outcome.accepted, rejected=outcome.rejected,
                    duplicates=outcome.duplicates)
 
-    tag = await queue.consume(on_message)
-    log.info("consuming", queue=topology.ingest_queue, vhost=topology.vhost, prefetch=cfg.broker.prefetch)
+    async def consume() -> None:
+        """Connect (retrying while the broker is away: the dashboard and API serve meanwhile), then consume."""
+        delay = 1.0
+        while True:
+            try:
+                connection = await transport.connect(cfg.hub_amqp_url(), name="cx-hub")
+                break
+            except Exception as exc:  # noqa: BLE001 - unreachable, refused login …: say so, retry
+                log.warning("broker unreachable; retrying", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
+        broker["connection"] = connection
+        channel = await transport.confirmed_channel(connection, prefetch=cfg.broker.prefetch)
+        broker["receipts"] = await channel.get_exchange(topology.receipts_exchange, ensure=False)
+        # declared (passively), not just named: only a declared queue's consumer is restored after a reconnect
+        queue = await channel.get_queue(topology.ingest_queue)
+        await queue.consume(on_message)
+        log.info("consuming", queue=topology.ingest_queue, vhost=topology.vhost, prefetch=cfg.broker.prefetch)
+
+    task = asyncio.create_task(consume())
     yield
-    await queue.cancel(tag)
-    await connection.close()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if "connection" in broker:
+        await broker["connection"].close()
     executor.shutdown(wait=True)
 
 
