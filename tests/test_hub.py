@@ -10,10 +10,8 @@ import subprocess
 import sys
 import urllib.request
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import aio_pika
-import pytest
 from sqlalchemy import delete, func, select
 
 from cx import transport

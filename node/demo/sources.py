@@ -168,7 +168,6 @@ class DemoSources:
         penalties = []
         for i in range(n):
             e = g.known_enterprise()
-            v = g.rng.choice(VIOLATIONS[:2])
             penalties.append([i + 1, e.name, e.uscc, f"洛税罚〔{g.today.year}〕{g.rng.randint(1, 9999)}号", "逃避缴纳税款",
                               "少缴增值税及附加税费", "《中华人民共和国税收征收管理法》第六十三条", "罚款", "处少缴税款百分之五十的罚款",
                               round(g.rng.randint(1, 500) / 100, 2),

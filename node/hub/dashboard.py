@@ -31,6 +31,16 @@ def age(stamp: str | None) -> float | None:
         return None
 
 
+def _type_title(record_type: str) -> str:
+    """行政处罚 for administrative_penalty: the words the operators use."""
+    from ..protocol.validation import default_registry
+
+    try:
+        return default_registry().get(record_type).title
+    except Exception:  # noqa: BLE001 - a type this version does not know keeps its code
+        return record_type
+
+
 def render(view: dict[str, Any], hub_name: str) -> str:
     rows = []
     for d in view["departments"]:
@@ -47,7 +57,7 @@ def render(view: dict[str, Any], hub_name: str) -> str:
             held = sum(d["by_type"].get(t, 0) for t in d["inventory"])
             total = sum(d["inventory"].values())
             completeness = f"{held:,} / {total:,}" + (f" ({held / total:.0%})" if total else "")
-        types = ", ".join(f"{escape(t)} {n:,}" for t, n in sorted(d["by_type"].items())) or "—"
+        types = ", ".join(f"{escape(_type_title(t))} {n:,}" for t, n in sorted(d["by_type"].items())) or "—"
         rows.append(
             f"<tr><td><b>{escape(d['name'])}</b><br><code>{escape(d['dept'])}</code> · {escape(d['region'])}</td>"
             f"<td class=num>{d['accepted']:,}</td><td class=num>{d['rejected']:,}</td>"
