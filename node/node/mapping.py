@@ -69,11 +69,14 @@ def to_decimal(value: Any) -> str | None:
     return text
 
 
-class _Columns(dict):
-    """format_map source for templates: a missing column is an error, values are stripped text."""
+class _Columns:
+    """format_map source for templates: a named column as stripped text (converted only when named)."""
 
-    def __missing__(self, key: str) -> str:
-        raise KeyError(key)
+    def __init__(self, values: Mapping[str, Any]):
+        self.values = values
+
+    def __getitem__(self, key: str) -> str:
+        return _text(self.values[key])  # a missing column raises KeyError: reported as a mapping error
 
 
 DEFAULT_SPLIT = "、,，;；|"
@@ -103,7 +106,7 @@ class Mapper:
 
     def record_id(self, row: Row) -> str:
         try:
-            rid = self.stream.record_id.format_map(_Columns({k: _text(v) for k, v in row.values.items()}))
+            rid = self.stream.record_id.format_map(_Columns(row.values))
         except KeyError as exc:
             raise MappingError(FieldError("record_id", "record_id_template",
                                           f"记录标识模板引用了不存在的列 {exc}", f"record_id template names a missing column {exc}")) from None
@@ -130,7 +133,7 @@ class Mapper:
             return spec.const
         if spec.template is not None:
             try:
-                return spec.template.format_map(_Columns({k: _text(v) for k, v in values.items()})).strip()
+                return spec.template.format_map(_Columns(values)).strip()
             except KeyError as exc:
                 raise MappingError(FieldError(name, "mapping", f"模板引用了不存在的列 {exc}",
                                               f"template names a missing column {exc}")) from None

@@ -175,13 +175,14 @@ class Outbox:
                     continue
                 known[q.record_id] = q.version
                 fresh.append(q)
-            for q in (*fresh, *deletions):
-                db.execute("INSERT INTO records(stream, record_id, type, schema_version, op, version, line, locator, "
+            queued_now = (*fresh, *deletions)
+            db.executemany("INSERT INTO records(stream, record_id, type, schema_version, op, version, line, locator, "
                            "state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                           (q.stream, q.record_id, q.type, q.schema_version, q.op, q.version, q.line, q.locator, now))
-                db.execute("INSERT INTO latest(record_id, version, type) VALUES (?, ?, ?) ON CONFLICT(record_id) "
+                           [(q.stream, q.record_id, q.type, q.schema_version, q.op, q.version, q.line, q.locator, now)
+                            for q in queued_now])
+            db.executemany("INSERT INTO latest(record_id, version, type) VALUES (?, ?, ?) ON CONFLICT(record_id) "
                            "DO UPDATE SET version = excluded.version, type = excluded.type",
-                           (q.record_id, q.version, q.type))
+                           [(q.record_id, q.version, q.type) for q in queued_now])
             result.queued = len(fresh)
             result.retracted = len(deletions)
             keys = list(valid_keys)
@@ -313,12 +314,13 @@ class Outbox:
         rejected_ids = {by_line[line][0] for line, _, _ in rejected if line in by_line}
         accepted_set = set(accepted)
         counts = {"delivered": 0, "rejected": 0, "duplicate": 0}
+        settled = []
+        for row_id, record_id, _, _ in members:
+            state = "rejected" if row_id in rejected_ids else "delivered" if record_id in accepted_set else "duplicate"
+            counts[state] += 1
+            settled.append((state, now, row_id))
         with self.tx() as db:
-            for i, (row_id, record_id, stream, locator) in enumerate(members):
-                state = ("rejected" if row_id in rejected_ids else
-                         "delivered" if record_id in accepted_set else "duplicate")
-                counts[state] += 1
-                db.execute("UPDATE records SET state = ?, settled = ? WHERE id = ?", (state, now, row_id))
+            db.executemany("UPDATE records SET state = ?, settled = ? WHERE id = ?", settled)
             for line, record_id, errors in rejected:
                 member = by_line.get(line)
                 db.execute("INSERT INTO rejections(stream, origin, locator, record_id, type, errors, at, batch_id) "
