@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, UsageError
+from .config import ConfigError, UsageError, print_json
 from .protocol import jsonutil
 from .protocol.bundle import ProofBundle
 from .protocol.envelope import DEPT_ID, RecordLine
@@ -129,8 +128,7 @@ def run_validate(args: argparse.Namespace) -> int:
         results.append({"line": number, "valid": not errors, "errors": [e.to_json() for e in errors]})
     invalid = [r for r in results if not r["valid"]]
     if args.format == "json":
-        json.dump(results, sys.stdout, ensure_ascii=False, indent=1)
-        print()
+        print_json(results)
     else:
         for r in invalid:
             print(f"line {r['line']}: invalid 不合格")

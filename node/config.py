@@ -21,6 +21,15 @@ class UsageError(Exception):
     """Input a command cannot work with at all (the command exits 2), explained in Chinese and English."""
 
 
+def print_json(value: Any) -> None:
+    """What `--format json` prints: readable, Chinese unescaped, one document."""
+    import json
+    import sys
+
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=1)
+    print()
+
+
 def listen_address(text: str) -> tuple[str, int]:
     """"host:port" (or ":port") as a (host, port) pair; the host defaults to 127.0.0.1."""
     host, _, port = text.rpartition(":")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, UsageError
+from ..config import ConfigError, UsageError, print_json
 from ..protocol.envelope import format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey, SigningKey
@@ -203,8 +202,7 @@ def run_depts(args: argparse.Namespace) -> int:
     with opened_store(HubConfig.load(args.config)) as store:
         depts = list_departments(store)
     if args.format == "json":
-        json.dump(depts, sys.stdout, ensure_ascii=False, indent=1)
-        print()
+        print_json(depts)
         return 0
     if not depts:
         print("no departments yet 尚无部门; add one with `cx hub add-dept`")
@@ -268,8 +266,7 @@ def run_quarantine(args: argparse.Namespace) -> int:
     with opened_store(HubConfig.load(args.config)) as store:
         items = quarantine_view(store, args.limit)
     if args.format == "json":
-        json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
-        print()
+        print_json(items)
         return 0
     if not items:
         print("quarantine is empty 隔离区为空")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..config import UsageError
+from ..config import UsageError, print_json
 from ..protocol.envelope import DEPT_ID
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import generate_key_files
@@ -285,8 +284,7 @@ def run_status(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     if args.format == "json":
-        json.dump(status, sys.stdout, ensure_ascii=False, indent=1)
-        print()
+        print_json(status)
         return 0
     c = status["outbox"]
     print(f"department 部门 {status['dept']} · node 节点 {status['node']}")
@@ -315,8 +313,7 @@ def run_rejections(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     if args.format == "json":
-        json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
-        print()
+        print_json(items)
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["at", "origin", "stream", "locator", "record_id", "path", "rule", "message_zh", "message_en"])

@@ -18,7 +18,6 @@ from typing import Any
 from ..protocol.envelope import utc_now
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS positions(stream TEXT PRIMARY KEY, position TEXT, updated TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS units(unit TEXT PRIMARY KEY, stream TEXT NOT NULL, committed TEXT NOT NULL,
                                  finished INTEGER NOT NULL DEFAULT 0);
@@ -385,15 +384,6 @@ class Outbox:
         cur = self.db.execute("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.tx() as db:
-            db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                       (key, value))
 
 
 def _age(stamp: str) -> float:
