@@ -104,6 +104,7 @@ class Ingestor:
                 self._attribute(batch.header, msg)
             stored = self._stored(batch)
             if stored is not None:
+                self._count(stored)
                 return stored
             with self._stage("verify"):
                 with self.store.reader.connect() as conn:
@@ -170,7 +171,6 @@ class Ingestor:
             raise Quarantine(ProtocolError(Reason.BATCH_ID_REUSED,
                                            f"batch id {batch.header.batch_id} was stored with another header"), batch)
         self._event(batch.header, "redelivery", "the batch was already stored; receipt sent again")
-        self.metrics.batches.labels(row.dept, "redelivered").inc()
         return Outcome("redelivered", row.dept, batch.header.batch_id, bytes(row.receipt))
 
     def check_records(self, batch: Batch) -> list[Checked]:
