@@ -25,7 +25,7 @@ class NotFound(LookupError):
 
 
 def departments_view(store: Store) -> list[dict[str, Any]]:
-    return [{k: v for k, v in d.items()} for d in list_departments(store)]
+    return list_departments(store)
 
 
 def masked(record_type: str, data: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -106,8 +106,9 @@ def list_departments(store: Store) -> list[dict]:
         depts = rows(conn, select(departments).order_by(departments.c.dept))
         keys = rows(conn, select(dept_keys).order_by(dept_keys.c.added))
     now = utc_now()
+    infos = [_info(k) for k in keys]
     for d in depts:
-        d["keys"] = [{**_info(k).__dict__, "state": _info(k).state(now)} for k in keys if k["dept"] == d["dept"]]
+        d["keys"] = [{**i.__dict__, "state": i.state(now)} for i in infos if i.dept == d["dept"]]
     return depts
 
 

@@ -50,16 +50,29 @@ def row_hash(row: Row) -> str:
     return hashlib.sha256(json.dumps(row.values, sort_keys=True, default=str, ensure_ascii=True).encode()).hexdigest()
 
 
-def open_sources(cfg: NodeConfig) -> tuple[dict[str, Source], dict[str, StreamSpec]]:
+@dataclass
+class OpenSources:
+    """Every configured source, instantiated with its streams, and which stream reads from which."""
+
+    sources: dict[str, Source]  # source name -> Source
+    specs: dict[str, StreamSpec]  # stream name -> its spec
+    of_stream: dict[str, Source]  # stream name -> the Source it reads
+    adapter_of: dict[str, str]  # stream name -> adapter name (recorded in each record's source block)
+
+    def close(self) -> None:
+        for source in self.sources.values():
+            source.close()
+
+
+def open_sources(cfg: NodeConfig) -> OpenSources:
     """Instantiate every configured source with its streams; raises SourceError with a plain message."""
     streams = cfg.stream_configs()
+    configs = cfg.source_configs()
     specs = {s.name: StreamSpec(s.name, s.options, s.key, s.cursor) for s in streams}
-    sources = {}
-    for name, sc in cfg.source_configs().items():
-        cls = load_adapter(sc.adapter)
-        mine = [specs[s.name] for s in streams if s.source == name]
-        sources[name] = cls(sc.options, mine)
-    return sources, specs
+    sources = {name: load_adapter(sc.adapter)(sc.options, [specs[s.name] for s in streams if s.source == name])
+               for name, sc in configs.items()}
+    return OpenSources(sources, specs, {s.name: sources[s.source] for s in streams},
+                       {s.name: configs[s.source].adapter for s in streams})
 
 
 class Preparer:
@@ -141,17 +154,14 @@ class Collector:
                  today: Callable[[], date] = china_today, on_commit: Callable[[], None] | None = None):
         self.cfg = cfg
         self.outbox = outbox
-        self.sources, self.specs = open_sources(cfg)
-        stream_sources = {s.name: s.source for s in cfg.stream_configs()}
-        adapters = {name: cfg.source_configs()[src].adapter for name, src in stream_sources.items()}
-        self.stream_sources = stream_sources
-        self.preparer = Preparer(cfg, adapters, schemas, today)
+        self.opened = open_sources(cfg)
+        self.specs = self.opened.specs
+        self.preparer = Preparer(cfg, self.opened.adapter_of, schemas, today)
         self.on_commit = on_commit or (lambda: None)
         self.last_error: str | None = None
 
     def close(self) -> None:
-        for source in self.sources.values():
-            source.close()
+        self.opened.close()
 
     def collect_all(self) -> dict[str, StreamStats]:
         """One pass over every stream, each to the end of what its source holds now."""
@@ -167,7 +177,7 @@ class Collector:
         out: dict[str, int] = {}
         for name, spec in self.specs.items():
             try:
-                count = self.sources[self.stream_sources[name]].inventory(spec)
+                count = self.opened.of_stream[name].inventory(spec)
             except SourceError:
                 count = None
             if count is not None:
@@ -177,7 +187,7 @@ class Collector:
 
     def collect(self, name: str) -> StreamStats:
         spec = self.specs[name]
-        source = self.sources[self.stream_sources[name]]
+        source = self.opened.of_stream[name]
         stats = StreamStats()
         snapshot_pass = self.outbox.snapshot_pass(name) + 1 if spec.snapshot else None
         position = None if spec.snapshot else self.outbox.position(name)
@@ -262,28 +272,24 @@ class Collector:
 
 def iterate_check(cfg: NodeConfig) -> Iterator[tuple[str, Chunk, Prepared | None]]:
     """For `cx node check`: every stream read from the start, mapped and validated; nothing stored."""
-    sources, specs = open_sources(cfg)
-    stream_sources = {s.name: s.source for s in cfg.stream_configs()}
-    adapters = {name: cfg.source_configs()[src].adapter for name, src in stream_sources.items()}
-    preparer = Preparer(cfg, adapters)
+    opened = open_sources(cfg)
+    preparer = Preparer(cfg, opened.adapter_of)
     try:
-        for name, spec in specs.items():
-            source = sources[stream_sources[name]]
-            for chunk in source.read(spec, None, cfg.delivery.chunk_rows):
+        for name, spec in opened.specs.items():
+            for chunk in opened.of_stream[name].read(spec, None, cfg.delivery.chunk_rows):
                 yield name, chunk, None if chunk.error else preparer.prepare(name, chunk.rows)
     finally:
-        for source in sources.values():
-            source.close()
+        opened.close()
 
 
 def source_checks(cfg: NodeConfig) -> list[str]:
     """Problems reaching the sources, as messages; empty when every source answers."""
     problems = []
     try:
-        sources, _ = open_sources(cfg)
+        opened = open_sources(cfg)
     except SourceError as exc:
         return [str(exc)]
-    for name, source in sources.items():
+    for name, source in opened.sources.items():
         try:
             source.check()
         except SourceError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import random
 import time
@@ -22,7 +23,7 @@ from ..protocol.errors import ProtocolError, Reason
 from ..protocol.heartbeat import Heartbeat
 from ..protocol.keys import PublicKey, SigningKey
 from ..protocol.merkle import verify_consistency
-from ..protocol.receipts import Checkpoint, Receipt
+from ..protocol.receipts import Receipt
 from .config import NodeConfig
 from .metrics import NodeMetrics
 from .outbox import Outbox
@@ -214,7 +215,7 @@ class Delivery:
         cp = receipt.checkpoint
         counts = await self.db(self.outbox.apply_receipt, receipt.batch_id, body, receipt.accepted,
                                [(r.line, r.record_id, list(r.errors)) for r in receipt.rejected],
-                               (cp.size, cp.root, cp.time, _checkpoint_json(cp)))
+                               (cp.size, cp.root, cp.time, json.dumps(cp.to_json())))
         for state, n in counts.items():
             if n:
                 self.metrics.records_settled.labels(state).inc(n)
@@ -313,12 +314,6 @@ def _verify(old: int, new: int, old_root: bytes, new_root: bytes, proof: list[by
         verify_consistency(old, new, old_root, new_root, proof)
     except ProtocolError as exc:
         raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"ledger {old}→{new}: {exc.detail}") from None
-
-
-def _checkpoint_json(cp: Checkpoint) -> str:
-    import json
-
-    return json.dumps(cp.to_json())
 
 
 def _backoff(delay: float, ceiling: float) -> float:
