@@ -234,6 +234,9 @@ class Store:
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[version](conn)
                 conn.execute(schema_version.update().values(version=version))
+            # a table (or index of a new table) added since the store was created is simply created;
+            # only a change to an existing table needs a numbered migration
+            metadata.create_all(conn)
             return found
 
     def dispose(self) -> None:
@@ -242,7 +245,8 @@ class Store:
             self.reader.dispose()
 
 
-# version -> upgrade step from the version before; SCHEMA_VERSION 1 is created whole
+# version -> upgrade step from the version before (changes to existing tables: new columns, new indexes on
+# old tables); SCHEMA_VERSION 1 is created whole, and new tables are created by `migrate` without a step
 MIGRATIONS: dict[int, Any] = {}
 
 
