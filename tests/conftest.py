@@ -16,6 +16,19 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
+    """A new, empty store of each kind (SQLite file, PostgreSQL database), dropped afterwards."""
+    if store_kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    db = create_pg_database()
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
+    finally:
+        drop_pg_database(db)
+
+
+@pytest.fixture
 def hub_factory(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
     """make(depts, store="sqlite"|"postgresql") -> Hub, provisioned in its own vhost; cleaned up after."""
     made: list[Hub] = []

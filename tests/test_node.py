@@ -656,7 +656,7 @@ def test_rewritten_ledger_history_is_detected(hub_factory, tmp_path):
 
 # -- heartbeats ----------------------------------------------------------------------------------------
 
-def test_heartbeats_carry_inventory_and_outbox_depth(hub_factory, tmp_path):
+def test_heartbeats_carry_inventory_rejections_and_outbox_depth(hub_factory, tmp_path):
     hub: Hub = hub_factory(["amr"])
     hub.start()
     url = f"sqlite:///{tmp_path / 'source.db'}"
@@ -673,10 +673,15 @@ def test_heartbeats_carry_inventory_and_outbox_depth(hub_factory, tmp_path):
 
     node.start()
     try:
-        wait_until(lambda: (b := beat()) is not None and b["outbox_depth"] == 0
+        wait_until(lambda: (b := beat()) is not None and b["outbox_depth"] == 0 and json.loads(b["rejections"])
                    and json.loads(b["inventory"]) == {"administrative_penalty": 25}, 30, "a heartbeat")
         first = beat()
         assert first["node"] == "amr-1" and first["version"] and first["last_error"] is None
+        # the row refused here at the department travels too, by record type and rule, for the hub's dashboard
+        refused_here = json.loads(first["rejections"])
+        assert list(refused_here) == ["administrative_penalty"]
+        assert sum(refused_here["administrative_penalty"].values()) >= 1, refused_here
+        assert json.loads(first["alerts"]) == {}
         with engine.begin() as conn:  # the inventory follows the source: every row, valid or not
             conn.execute(xzcf.insert(), [penalty_row(i, stamp="2026-03-02 10:00:00") for i in range(26, 31)])
         wait_until(lambda: json.loads(beat()["inventory"]) == {"administrative_penalty": 30}, 30, "a newer heartbeat")

@@ -207,6 +207,7 @@ def compute() -> dict[str, Any]:
     heartbeat = Heartbeat.sign(node_key, dept=DEPT, node=NODE, version="0.1.0", outbox_depth=0,
                                oldest_pending_seconds=None, last_error=None,
                                inventory={"administrative_license": 1, "administrative_penalty": 1},
+                               rejections={"administrative_penalty": {"format:uscc": 1}}, alerts={},
                                time=HEARTBEAT_TIME)
     beat, body, sig = Heartbeat.read(heartbeat)
     Heartbeat.verify(body, sig, node_key.public)

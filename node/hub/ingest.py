@@ -137,7 +137,9 @@ class Ingestor:
                       oldest_pending_seconds=None if beat.oldest_pending_seconds is None
                       else int(beat.oldest_pending_seconds),
                       last_error=(beat.last_error or None) and str(beat.last_error)[:2000],
-                      inventory=json.dumps(beat.inventory, ensure_ascii=False), body=body, signature=sig)
+                      inventory=json.dumps(beat.inventory, ensure_ascii=False),
+                      rejections=json.dumps(beat.rejections, ensure_ascii=False),
+                      alerts=json.dumps(beat.alerts, ensure_ascii=False), body=body, signature=sig)
         with self.store.writer.begin() as conn:
             updated = conn.execute(heartbeats.update().where(heartbeats.c.dept == beat.dept,
                                                              heartbeats.c.node == beat.node).values(**values))

@@ -167,7 +167,8 @@ def dashboard_view(store: Store) -> dict[str, Any]:
         for hb in rows(conn, select(heartbeats).order_by(heartbeats.c.node)):
             hb.pop("body", None)
             hb.pop("signature", None)
-            hb["inventory"] = jsonutil.loads(hb["inventory"] or "{}")
+            for name in ("inventory", "rejections", "alerts"):
+                hb[name] = jsonutil.loads(hb[name] or "{}")
             beats.setdefault(hb["dept"], []).append(hb)
         quarantined = dict(conn.execute(select(quarantine.c.dept, func.count()).group_by(quarantine.c.dept)).all())
     out = []

@@ -11,7 +11,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite only autoincrements INTEGER PRIMARY KEY
 TIME = String(32)  # UTC, "2026-01-02T03:04:05.678Z": exactly what was signed, and sorts as text
 HASH = String(64)  # SHA-256 hex
@@ -179,6 +179,8 @@ heartbeats = Table(
     Column("oldest_pending_seconds", Integer),
     Column("last_error", Text),
     Column("inventory", Text),  # JSON: record type -> rows at the source
+    Column("rejections", Text),  # JSON: record type -> rule -> rows refused at the department (schema 2)
+    Column("alerts", Text),  # JSON: alert kind -> count, what the node is alarmed about (schema 2)
     Column("body", LargeBinary, nullable=False),  # signed bytes
     Column("signature", LargeBinary(64), nullable=False),
 )
@@ -245,9 +247,21 @@ class Store:
             self.reader.dispose()
 
 
+def _add_columns(table: Table, *names: str) -> Any:
+    """A migration step adding columns (as declared in `metadata`) to an existing table."""
+    def step(conn: Connection) -> None:
+        for name in names:
+            column = table.c[name]
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} "
+                              f"{column.type.compile(dialect=conn.dialect)}"))
+    return step
+
+
 # version -> upgrade step from the version before (changes to existing tables: new columns, new indexes on
 # old tables); SCHEMA_VERSION 1 is created whole, and new tables are created by `migrate` without a step
-MIGRATIONS: dict[int, Any] = {}
+MIGRATIONS: dict[int, Any] = {
+    2: _add_columns(heartbeats, "rejections", "alerts"),
+}
 
 
 def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

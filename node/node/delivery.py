@@ -294,10 +294,13 @@ class Delivery:
         assert self.outbox is not None
         depth = await self.db(self.outbox.depth)
         age = await self.db(self.outbox.oldest_pending_age)
+        rejections = await self.db(self.outbox.rejection_summary)
+        alerts = await self.db(self.outbox.alert_summary)
         inventory = await asyncio.get_running_loop().run_in_executor(None, self.inventory)
         body = Heartbeat.sign(self.key, dept=self.dept, node=self.cfg.node.node_id, version=__version__,
                               outbox_depth=depth, oldest_pending_seconds=age,
-                              last_error=self.broker_error or self.last_error(), inventory=inventory)
+                              last_error=self.broker_error or self.last_error(), inventory=inventory,
+                              rejections=rejections, alerts=alerts)
         await self._publish(self.topology.routing_key(self.dept, "heartbeat"), body, transport.HEARTBEAT,
                             f"hb-{time.time_ns()}")
         self.metrics.heartbeats.inc()

@@ -12,10 +12,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..protocol.envelope import utc_now
+from ..protocol.envelope import format_time, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS positions(stream TEXT PRIMARY KEY, position TEXT, updated TEXT NOT NULL);
@@ -379,6 +380,21 @@ class Outbox:
             item["errors"] = json.loads(item["errors"])
             out.append(item)
         return out
+
+    def rejection_summary(self) -> dict[str, dict[str, int]]:
+        """Open rejections made here at the department: record type -> rule -> rows (for the heartbeat)."""
+        out: dict[str, dict[str, int]] = {}
+        for rtype, errors in self.db.execute(
+                "SELECT type, errors FROM rejections WHERE resolved IS NULL AND origin = 'local'"):
+            rules = out.setdefault(rtype or "unknown", {})
+            for rule in {e.get("rule") or "unknown" for e in json.loads(errors)}:
+                rules[rule] = rules.get(rule, 0) + 1
+        return out
+
+    def alert_summary(self, since_seconds: float = 86400) -> dict[str, int]:
+        """Alerts raised recently: kind -> count (for the heartbeat)."""
+        since = format_time(datetime.now(timezone.utc) - timedelta(seconds=since_seconds))
+        return dict(self.db.execute("SELECT kind, COUNT(*) FROM alerts WHERE at >= ? GROUP BY kind", (since,)))
 
     def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))

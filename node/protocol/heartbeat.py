@@ -25,12 +25,17 @@ class Heartbeat:
     oldest_pending_seconds: float | None
     last_error: str | None
     inventory: dict[str, int] = field(default_factory=dict)  # record type -> rows at the source now
+    # rows refused at the department and not yet resolved: record type -> rule -> rows (optional on the wire)
+    rejections: dict[str, dict[str, int]] = field(default_factory=dict)
+    # what the node is alarmed about: alert kind -> how many (optional on the wire)
+    alerts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": HEARTBEAT_FORMAT, "dept": self.dept, "node": self.node, "key_id": self.key_id,
                 "time": self.time, "version": self.version, "outbox_depth": self.outbox_depth,
                 "oldest_pending_seconds": self.oldest_pending_seconds, "last_error": self.last_error,
-                "inventory": dict(self.inventory)}
+                "inventory": dict(self.inventory),
+                "rejections": {t: dict(rules) for t, rules in self.rejections.items()}, "alerts": dict(self.alerts)}
 
     @classmethod
     def sign(cls, key: SigningKey, **fields: Any) -> bytes:
@@ -50,18 +55,22 @@ class Heartbeat:
         obj = jsonutil.loads(body, what="heartbeat")
         try:
             age = obj["oldest_pending_seconds"]
+            rejections, alerts = obj.get("rejections", {}), obj.get("alerts", {})
             ok = (obj["format"] == HEARTBEAT_FORMAT and DEPT_ID.match(obj["dept"]) and NODE_ID.match(obj["node"])
                   and KEY_ID.match(obj["key_id"]) and TIMESTAMP.match(obj["time"])
                   and isinstance(obj["version"], str) and len(obj["version"]) <= 40
                   and _count(obj["outbox_depth"])
                   and (age is None or (isinstance(age, (int, float)) and not isinstance(age, bool) and 0 <= age < 1e10))
                   and (obj["last_error"] is None or isinstance(obj["last_error"], str))
-                  and isinstance(obj["inventory"], dict)
-                  and all(isinstance(k, str) and _count(v) for k, v in obj["inventory"].items()))
+                  and _counts(obj["inventory"])
+                  and isinstance(rejections, dict) and all(_counts(rules) for rules in rejections.values())
+                  and _counts(alerts)
+                  and not set(obj) - _FIELDS)
             if not ok:
                 raise ValueError
             beat = cls(obj["dept"], obj["node"], obj["key_id"], obj["time"], obj["version"],
-                       obj["outbox_depth"], obj["oldest_pending_seconds"], obj["last_error"], obj["inventory"])
+                       obj["outbox_depth"], obj["oldest_pending_seconds"], obj["last_error"], obj["inventory"],
+                       rejections, alerts)
         except (KeyError, TypeError, ValueError):
             raise ProtocolError(Reason.BAD_HEADER, "heartbeat fields are missing or wrong") from None
         return beat, body, sig
@@ -74,3 +83,12 @@ class Heartbeat:
 
 def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def _counts(value: object) -> bool:
+    """A JSON object of name -> count."""
+    return isinstance(value, dict) and all(isinstance(k, str) and _count(v) for k, v in value.items())
+
+
+_FIELDS = {"format", "dept", "node", "key_id", "time", "version", "outbox_depth", "oldest_pending_seconds",
+           "last_error", "inventory", "rejections", "alerts"}

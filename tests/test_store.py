@@ -1,0 +1,42 @@
+"""The hub's store itself: schema creation and upgrades, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect, select, text
+
+from cx.hub.store import SCHEMA_VERSION, Store, metadata, schema_version
+
+
+def test_a_new_store_has_every_table_at_the_current_version(store_url):
+    store = Store(store_url)
+    try:
+        assert store.migrate() == 0
+        with store.reader.connect() as conn:
+            assert conn.execute(select(schema_version.c.version)).scalar() == SCHEMA_VERSION
+            assert set(metadata.tables) <= set(inspect(conn).get_table_names())
+        assert store.migrate() == SCHEMA_VERSION  # a second start changes nothing
+    finally:
+        store.dispose()
+
+
+def test_a_version_1_store_is_upgraded_in_place(store_url):
+    """A store made by the first release (no heartbeat rejections or alerts) keeps its rows and gains the rest."""
+    store = Store(store_url)
+    try:
+        store.migrate()
+        with store.writer.begin() as conn:
+            for column in ("rejections", "alerts"):
+                conn.execute(text(f"ALTER TABLE heartbeats DROP COLUMN {column}"))
+            conn.execute(text("DROP TABLE sequence_events"))  # stands for a table a later version added
+            conn.execute(schema_version.update().values(version=1))
+            conn.execute(text("INSERT INTO heartbeats (dept, node, time, received, key_id, body, signature) "
+                              "VALUES ('amr', 'n1', 't', 'r', 'k', :b, :b)"), {"b": b"x"})
+        assert store.migrate() == 1
+        with store.reader.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("heartbeats")}
+            assert {"rejections", "alerts"} <= columns
+            assert "sequence_events" in inspect(conn).get_table_names()
+            assert conn.execute(text("SELECT node FROM heartbeats")).scalars().all() == ["n1"]
+            assert conn.execute(select(schema_version.c.version)).scalar() == SCHEMA_VERSION
+    finally:
+        store.dispose()
