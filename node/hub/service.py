@@ -20,6 +20,7 @@ from .. import transport
 from .config import HubConfig
 from .ingest import Inbound, Ingestor
 from .metrics import HubMetrics
+from .projections import Projector, hub_projections
 from .store import Store
 from .web import BROKER_READY, HUB_NAME, METRICS, STORE, add_routes
 
@@ -27,6 +28,7 @@ log = structlog.get_logger("cx.hub")
 
 CONFIG = web.AppKey("config", HubConfig)
 INGESTOR = web.AppKey("ingestor", Ingestor)
+PROJECTOR = web.AppKey("projector", Projector)
 STORE_RETRY_SECONDS = 2.0
 # fault injection for the crash-recovery test only (CX_FAULT_INJECT=crash-after-commit)
 FAULT = os.environ.get("CX_FAULT_INJECT", "")
@@ -39,6 +41,7 @@ def build_app(cfg: HubConfig) -> web.Application:
     app[HUB_NAME] = cfg.hub.name
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_ingest_ctx)
+    app.cleanup_ctx.append(_projector_ctx)
     add_routes(app)
     return app
 
@@ -122,6 +125,17 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     if "connection" in broker:
         await broker["connection"].close()
     executor.shutdown(wait=True)
+
+
+async def _projector_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keep the derived views (timeliness, search, warnings) current behind ingest."""
+    projector = Projector(app[STORE], hub_projections(app[CONFIG]))
+    app[PROJECTOR] = projector
+    stop = asyncio.Event()
+    task = asyncio.create_task(projector.run(stop))
+    yield
+    stop.set()
+    await task
 
 
 async def run(cfg: HubConfig) -> None:

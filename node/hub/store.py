@@ -185,6 +185,15 @@ heartbeats = Table(
     Column("signature", LargeBinary(64), nullable=False),
 )
 
+# how far each derived view (node/hub/projections.py) has applied each department's ledger
+projection_positions = Table(
+    "projection_positions", metadata,
+    Column("projection", String(40), primary_key=True),
+    Column("dept", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),  # ledger indexes below this are applied
+    Column("updated", TIME, nullable=False),
+)
+
 MAX_QUARANTINE_HEADER = 64 * 1024
 
 

@@ -1,0 +1,165 @@
+"""Views derived from accepted record versions (timeliness, search, warnings), kept current behind ingest.
+
+Ingest stores each accepted version once, in the department's ledger order. A projection turns
+versions into a table of its own (a record's lag in working days, an enterprise's search entry, its
+warning class …). The `Projector` feeds every projection the versions it has not seen yet, in ledger
+order, department by department, and remembers how far each got (`projection_positions`). Nothing is
+recomputed on a page view, ingest pays nothing for a projection, and a projection whose rules change
+is rebuilt by clearing it and replaying the ledger (`Projector.rebuild`).
+
+Positions are ledger indexes, not row ids: a department's ledger grows only under its row lock, so
+its indexes are committed in order even with several hub processes on PostgreSQL, and a projection
+can never skip a version that committed late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from ..protocol import jsonutil
+from ..protocol.envelope import utc_now
+from .store import Store, departments, projection_positions, record_versions
+
+log = structlog.get_logger("cx.hub.projections")
+
+@dataclass(frozen=True)
+class Accepted:
+    """One accepted record version, as projections see it."""
+
+    dept: str
+    record_id: str
+    version: str  # content hash
+    op: str  # upsert | retract
+    type: str
+    ledger_index: int
+    data: Mapping[str, Any] | None  # the record's fields (None for a retraction)
+    reason: str | None  # a retraction's reason
+    received: str  # when the hub received the batch (UTC)
+    accepted: str  # when the hub accepted it (UTC)
+    batch_id: str
+
+
+class Projection(Protocol):
+    """A view kept from accepted versions. `apply` runs inside the projector's transaction."""
+
+    name: str  # at most 40 characters, stable: positions are kept under it
+
+    def apply(self, conn: Connection, versions: Sequence[Accepted]) -> None: ...
+
+    def clear(self, conn: Connection) -> None: ...
+
+
+class Projector:
+    """Feeds projections the versions accepted since each one's position, a chunk per transaction."""
+
+    def __init__(self, store: Store, projections: Iterable[Projection], *, chunk: int = 2000):
+        self.store = store
+        self.projections = list(projections)
+        self.chunk = chunk
+        names = [p.name for p in self.projections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"projection names must be unique: {names}")
+
+    def catch_up(self) -> int:
+        """Apply everything accepted so far; returns how many versions were read."""
+        if not self.projections:
+            return 0
+        with self.store.reader.connect() as conn:
+            sizes = dict(conn.execute(select(departments.c.dept, departments.c.ledger_size)).all())
+            known = self._positions(conn)
+        done = 0
+        for dept, size in sorted(sizes.items()):
+            while min(known.get((p.name, dept), 0) for p in self.projections) < size:
+                read, known = self._step(dept)
+                if not read:
+                    break
+                done += read
+        return done
+
+    def _step(self, dept: str) -> tuple[int, dict[tuple[str, str], int]]:
+        """One chunk of one department, in one transaction with the positions it advances."""
+        with self.store.writer.begin() as conn:
+            lock = select(projection_positions).where(projection_positions.c.dept == dept)
+            if conn.dialect.name == "postgresql":  # another hub process may be projecting the same department
+                lock = lock.with_for_update()
+            positions = {r.projection: r.position for r in conn.execute(lock)}
+            start = min(positions.get(p.name, 0) for p in self.projections)
+            versions = [_accepted(r) for r in conn.execute(
+                select(record_versions.c.dept, record_versions.c.record_id, record_versions.c.version,
+                       record_versions.c.op, record_versions.c.type, record_versions.c.ledger_index,
+                       record_versions.c.line, record_versions.c.received, record_versions.c.accepted,
+                       record_versions.c.batch_id)
+                .where(record_versions.c.dept == dept, record_versions.c.ledger_index >= start)
+                .order_by(record_versions.c.ledger_index).limit(self.chunk))]
+            if versions:
+                end = versions[-1].ledger_index + 1
+                now = utc_now()
+                for p in self.projections:
+                    at = positions.get(p.name, 0)
+                    todo = [v for v in versions if v.ledger_index >= at]
+                    if not todo:
+                        continue
+                    p.apply(conn, todo)
+                    _set_position(conn, p.name, dept, end, now, exists=p.name in positions)
+            known = self._positions(conn)
+        return len(versions), known
+
+    def rebuild(self, name: str) -> int:
+        """Clear one projection and replay every department's ledger into it; returns versions replayed."""
+        projection = next((p for p in self.projections if p.name == name), None)
+        if projection is None:
+            raise KeyError(f"no projection {name!r}; known: {[p.name for p in self.projections]}")
+        with self.store.writer.begin() as conn:
+            projection.clear(conn)
+            conn.execute(projection_positions.delete().where(projection_positions.c.projection == name))
+        return Projector(self.store, [projection], chunk=self.chunk).catch_up()
+
+    def lag(self) -> dict[str, int]:
+        """Versions accepted but not yet applied, per projection (0 when current)."""
+        with self.store.reader.connect() as conn:
+            sizes = dict(conn.execute(select(departments.c.dept, departments.c.ledger_size)).all())
+            known = self._positions(conn)
+        return {p.name: sum(max(0, size - known.get((p.name, dept), 0)) for dept, size in sizes.items())
+                for p in self.projections}
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Keep the projections current until `stop` is set (the hub runs this beside ingest)."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.catch_up)
+            except Exception:  # noqa: BLE001 - a failing projection must not stop the hub; retried next round
+                log.exception("projection failed; retrying")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    @staticmethod
+    def _positions(conn: Connection) -> dict[tuple[str, str], int]:
+        return {(r.projection, r.dept): r.position for r in conn.execute(select(projection_positions))}
+
+
+def _set_position(conn: Connection, name: str, dept: str, position: int, now: str, *, exists: bool) -> None:
+    if exists:
+        conn.execute(projection_positions.update().where(projection_positions.c.projection == name,
+                                                         projection_positions.c.dept == dept)
+                     .values(position=position, updated=now))
+    else:
+        conn.execute(projection_positions.insert().values(projection=name, dept=dept, position=position, updated=now))
+
+
+def _accepted(row: Any) -> Accepted:
+    line = jsonutil.loads(bytes(row.line))
+    return Accepted(row.dept, row.record_id, row.version, row.op, row.type, row.ledger_index,
+                    line.get("data"), line.get("reason"), row.received, row.accepted, row.batch_id)
+
+
+def hub_projections(cfg: Any = None) -> list[Projection]:
+    """The projections a hub keeps (timeliness, search, warnings add themselves here)."""
+    return []
