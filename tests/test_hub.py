@@ -60,10 +60,11 @@ class Sender:
         self.prev = b.header_hash
         return b
 
-    async def publish(self, body: bytes, routing_key: str | None = None, user_id: str | None = "default") -> None:
+    async def publish(self, body: bytes, routing_key: str | None = None, user_id: str | None = "default",
+                      message_type: str = transport.BATCH) -> None:
         user = self.hub.topology.dept_user(self.dept) if user_id == "default" else user_id
         await transport.publish(self.exchange, routing_key or f"{self.dept}.batch", body,
-                                message_type=transport.BATCH, message_id="m", user_id=user)
+                                message_type=message_type, message_id="m", user_id=user)
 
     async def receipts(self, n: int, timeout: float = 20, refusals: int = 0) -> list[Receipt]:
         """The next n receipts (verified); refusals arriving meanwhile go to `self.refused`, until it holds
