@@ -191,6 +191,15 @@ def signature_from_line(line: bytes) -> bytes:
     return sig
 
 
+def verified_body(text: str, secret_hex: str) -> bytes:
+    """The body of a two-line signed statement (receipt, refusal, heartbeat), its signature checked."""
+    _, key = public_key(secret_hex)
+    body, sig_line, rest = split_batch(text.encode())
+    assert rest == []
+    key.verify(signature_from_line(sig_line), body)
+    return body
+
+
 def test_keys_and_key_ids_match_rfc_8032(values):
     for secret, published, prefix in ((values["node_secret"], RFC8032_TEST1_PUBLIC, "node"),
                                       (values["hub_secret"], RFC8032_TEST2_PUBLIC, "hub")):
@@ -253,10 +262,7 @@ def test_third_party_recomputes_the_content_hash(values):
 
 def test_third_party_checks_receipt_and_checkpoints(values):
     _, hub = public_key(values["hub_secret"])
-    body, sig_line, rest = split_batch(values["receipt_1"].encode())
-    assert rest == []
-    hub.verify(signature_from_line(sig_line), body)
-    receipt = json.loads(body)
+    receipt = json.loads(verified_body(values["receipt_1"], values["hub_secret"]))
     assert receipt["format"] == "cx-receipt/1" and receipt["hub_key_id"] == values["hub_key_id"]
     assert receipt["header_hash"] == values["header_hash_1"]
     assert receipt["accepted"] == [json.loads(r)["record_id"] for r in values["record_lines"]]
@@ -310,19 +316,13 @@ def test_third_party_follows_the_chain_and_the_ledger(values):
 
 
 def test_third_party_checks_the_heartbeat(values):
-    _, public = public_key(values["node_secret"])
-    body, sig_line, rest = split_batch(values["heartbeat"].encode())
-    assert rest == []
-    public.verify(signature_from_line(sig_line), body)
+    body = verified_body(values["heartbeat"], values["node_secret"])
     assert json.loads(body)["format"] == "cx-heartbeat/1"
 
 
 def test_third_party_checks_the_refusal(values):
     """A node written from the document alone: verify the hub's signature, match the batch by id and bytes."""
-    _, hub = public_key(values["hub_secret"])
-    body, sig_line, rest = split_batch(values["refusal"].encode())
-    assert rest == []
-    hub.verify(signature_from_line(sig_line), body)
+    body = verified_body(values["refusal"], values["hub_secret"])
     refusal = json.loads(body)
     assert set(refusal) == {"format", "dept", "batch_id", "header_hash", "body_hash", "reason", "detail_zh",
                             "detail_en", "received", "hub_key_id"}

@@ -127,11 +127,18 @@ class Ingestor:
         """Exactly one outcome for one message; raises StoreUnavailable only when the store itself is away."""
         decide = self.process_heartbeat if msg.type == HEARTBEAT else self.process
         try:
-            return decide(msg)
-        except Exception as exc:  # noqa: BLE001 - one message's trouble must not become the queue's
+            try:
+                return decide(msg)
+            except Exception as exc:  # noqa: BLE001 - one message's trouble must not become the queue's
+                if store_outage(exc):
+                    raise
+                return self._internal_error(msg, exc, None, utc_now())
+        except Exception as exc:  # noqa: BLE001 - not even the quarantine could take it
             if store_outage(exc):
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            return self._internal_error(msg, exc, None, utc_now())
+            log.exception("message could not be quarantined; it ends unrecorded", routing_key=msg.routing_key,
+                          size=len(msg.body))
+            return Outcome("quarantined", None, reason=Reason.INTERNAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
 
     def process(self, msg: Inbound) -> Outcome:
         """Decide what one inbound batch becomes. Never raises for bad input; store outages propagate."""

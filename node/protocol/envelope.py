@@ -89,18 +89,20 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
 
 
-@lru_cache(maxsize=4096)  # a batch's records mostly share one `extracted` time
-def _is_instant(text: str) -> bool:
+def is_timestamp(value: Any) -> bool:
+    """A protocol timestamp: the TIMESTAMP form, and a real instant (year 0001-9999, no leap second)."""
+    return isinstance(value, str) and len(value) <= 32 and _is_timestamp(value)
+
+
+@lru_cache(maxsize=4096)  # a batch's records mostly share one `extracted` time; keys are at most 32 characters
+def _is_timestamp(text: str) -> bool:
+    if not TIMESTAMP.match(text):
+        return False
     try:
         parse_time(text)
     except ValueError:  # matches the pattern but is no real instant: 2026-02-30, month 13, second 60, year 0000
         return False
     return True
-
-
-def is_timestamp(value: Any) -> bool:
-    """A protocol timestamp: the TIMESTAMP form, and a real instant (year 0001-9999, no leap second)."""
-    return isinstance(value, str) and TIMESTAMP.match(value) is not None and _is_instant(value)
 
 
 def b64encode(data: bytes) -> str:
@@ -267,11 +269,15 @@ class RecordLine:
         if not (_is_int(self.schema_version) and 1 <= self.schema_version < 1000):
             raise bad(f"schema_version is invalid: {str(self.schema_version)[:40]!r}")
         source = self.source
-        if not isinstance(source, dict) or not all(isinstance(v, (str, type(None))) for v in source.values()):
+        if not isinstance(source, dict):
             raise bad("source must be an object of strings")
-        for name, longest in SOURCE_MAX.items():
-            value = source.get(name)
-            if value is not None and len(value) > longest:
+        for name, value in source.items():  # one pass: the type, and the bound of a value the hub keeps
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise bad("source must be an object of strings")
+            longest = SOURCE_MAX.get(name)
+            if longest is not None and len(value) > longest:
                 raise bad(f"source.{name} is {len(value)} characters, at most {longest}")
         extracted = source.get("extracted")
         if extracted is not None and not is_timestamp(extracted):
