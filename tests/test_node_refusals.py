@@ -188,3 +188,23 @@ def _listen(node) -> str:
     host, port = NodeConfig.load(node.config).listen()
     return f"{host}:{port}"
 
+
+
+def test_an_outbox_from_before_refusals_gains_their_columns(tmp_path):
+    from cx.node.outbox import SCHEMA, Outbox
+
+    path = tmp_path / "outbox.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace(",\n    refusal BLOB, resealed_as TEXT);", ");"))
+    old.execute("INSERT INTO batches(batch_id, seq, body, header_hash, records, created, state) "
+                "VALUES ('b', 1, x'00', 'h', 0, 't', 'sent')")
+    old.commit()
+    old.close()
+    outbox = Outbox(path)
+    try:
+        columns = [row[1] for row in outbox.db.execute("PRAGMA table_info(batches)")]
+        assert columns[-2:] == ["refusal", "resealed_as"]
+        assert outbox.counts()["batches_unreceipted"] == 1 and outbox.refused_batches() == []
+    finally:
+        outbox.close()
+    Outbox(path).close()  # a second open changes nothing

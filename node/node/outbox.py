@@ -108,10 +108,14 @@ class Outbox:
         self.db.execute("PRAGMA synchronous=FULL")  # an outbox commit must survive power loss
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
-        with self.tx() as db:  # under the write lock: several processes may open an old outbox at once
-            for table, column, declaration in ADDED_COLUMNS:
-                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if self._missing_columns():
+            with self.tx():  # under the write lock (and looked at again): several processes may open it at once
+                for table, column, declaration in self._missing_columns():
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        return [(table, column, declaration) for table, column, declaration in ADDED_COLUMNS
+                if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}]
 
     def close(self) -> None:
         self.db.close()
