@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test demo services clean
+.PHONY: venv test bench demo services clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,11 @@ services:
 
 test: venv services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the hub's ingest rate on this machine; figures in bench-results/
+bench: venv services
+	$(BIN)/python bench/hub_ingest.py --out bench-results/hub-ingest.json
+	$(BIN)/python bench/hub_ingest.py --store postgresql --out bench-results/hub-ingest-postgresql.json
 
 # a hub and four Luoyang departments exchanging generated records; Ctrl-C stops it.
 # RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # aio-pika is imported when a connection is made, so `cx --he
 BATCH = "cx.batch/1"
 HEARTBEAT = "cx.heartbeat/1"
 RECEIPT = "cx.receipt/1"
+REFUSAL = "cx.refusal/1"  # on the receipts exchange, beside receipts: the hub quarantined a department's batch
 
 
 @dataclass(frozen=True)

@@ -567,11 +567,21 @@ def test_content_hash_is_the_version_of_the_content():
     assert len(content_hash(a)) == 64
 
 
-def test_content_hash_of_lone_surrogates():
-    line = b'{"data":{"content":"\\ud800"},"op":"upsert","record_id":"r","schema_version":1,"source":{},"type":"other"}'
-    record = parse_record_line(line)
-    assert record.data["content"] == "\ud800"
-    assert len(content_hash(record)) == 64
+def test_lone_surrogates_and_nul_are_refused_while_parsing():
+    """No store can keep them (PostgreSQL text refuses U+0000, UTF-8 has no lone surrogates): the parser decides."""
+    for escaped in (b"\\ud800", b"x\\udfffy", b"\\u0000", b"a\\ude00\\ud83d"):
+        line = (b'{"data":{"content":"' + escaped + b'"},"op":"upsert","record_id":"r","schema_version":1,'
+                b'"source":{},"type":"other"}')
+        raises(Reason.BAD_CHARACTER, parse_record_line, line)
+    key_line = b'{"data":{"\\u0000":1},"op":"upsert","record_id":"r","schema_version":1,"source":{},"type":"other"}'
+    raises(Reason.BAD_CHARACTER, parse_record_line, key_line)
+    # a valid pair is one astral character, and an escaped backslash before "u0000" is just text
+    fine = parse_record_line(b'{"data":{"content":"\\ud83d\\ude00 \\\\u0000"},"op":"upsert","record_id":"r",'
+                             b'"schema_version":1,"source":{},"type":"other"}')
+    assert fine.data["content"] == "\U0001f600 \\u0000"
+    # the content hash is still defined for any decoded value (it escapes everything)
+    odd = RecordLine("r", "other", 1, "upsert", {"content": "\ud800"}, {})
+    assert len(content_hash(odd)) == 64
 
 
 # -- batch ids -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from cx.protocol import jsonutil
 from cx.protocol.envelope import RecordLine, build_batch, format_time
 from cx.protocol.keys import PublicKey
 from cx.protocol.merkle import verify_consistency
-from cx.protocol.receipts import Receipt
+from cx.protocol.receipts import Receipt, Refusal
 from examples import EXAMPLES as VALID
 from support import Hub, get_json
 
@@ -41,6 +41,7 @@ class Sender:
         self.hub, self.dept = hub, dept
         self.url = url or hub.depts[dept].amqp_url
         self.seq, self.prev = 0, None
+        self.refused: list[Refusal] = []  # refusals that arrived on the receipts queue, in order
 
     async def __aenter__(self) -> "Sender":
         self.conn = await transport.connect(self.url)
@@ -59,23 +60,29 @@ class Sender:
         self.prev = b.header_hash
         return b
 
-    async def publish(self, body: bytes, routing_key: str | None = None, user_id: str | None = "default") -> None:
+    async def publish(self, body: bytes, routing_key: str | None = None, user_id: str | None = "default",
+                      message_type: str = transport.BATCH) -> None:
         user = self.hub.topology.dept_user(self.dept) if user_id == "default" else user_id
         await transport.publish(self.exchange, routing_key or f"{self.dept}.batch", body,
-                                message_type=transport.BATCH, message_id="m", user_id=user)
+                                message_type=message_type, message_id="m", user_id=user)
 
-    async def receipts(self, n: int, timeout: float = 20) -> list[Receipt]:
+    async def receipts(self, n: int, timeout: float = 20, refusals: int = 0) -> list[Receipt]:
+        """The next n receipts (verified); refusals arriving meanwhile go to `self.refused`, until it holds
+        at least `refusals`."""
         queue = await self.channel.get_queue(self.hub.topology.receipts_queue(self.dept), ensure=False)
         out: list[Receipt] = []
         deadline = asyncio.get_running_loop().time() + timeout
-        while len(out) < n:
+        while len(out) < n or len(self.refused) < refusals:
             message = await queue.get(fail=False)
             if message is None:
                 if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"got {len(out)} of {n} receipts")
+                    raise TimeoutError(f"got {len(out)} of {n} receipts, {len(self.refused)} of {refusals} refusals")
                 await asyncio.sleep(0.05)
                 continue
-            out.append(Receipt.parse(message.body, self.hub.key.public))
+            if message.type == transport.REFUSAL:
+                self.refused.append(Refusal.parse(message.body, self.hub.key.public))
+            else:
+                out.append(Receipt.parse(message.body, self.hub.key.public))
             await message.ack()
         return out
 

@@ -191,6 +191,15 @@ def signature_from_line(line: bytes) -> bytes:
     return sig
 
 
+def verified_body(text: str, secret_hex: str) -> bytes:
+    """The body of a two-line signed statement (receipt, refusal, heartbeat), its signature checked."""
+    _, key = public_key(secret_hex)
+    body, sig_line, rest = split_batch(text.encode())
+    assert rest == []
+    key.verify(signature_from_line(sig_line), body)
+    return body
+
+
 def test_keys_and_key_ids_match_rfc_8032(values):
     for secret, published, prefix in ((values["node_secret"], RFC8032_TEST1_PUBLIC, "node"),
                                       (values["hub_secret"], RFC8032_TEST2_PUBLIC, "hub")):
@@ -253,10 +262,7 @@ def test_third_party_recomputes_the_content_hash(values):
 
 def test_third_party_checks_receipt_and_checkpoints(values):
     _, hub = public_key(values["hub_secret"])
-    body, sig_line, rest = split_batch(values["receipt_1"].encode())
-    assert rest == []
-    hub.verify(signature_from_line(sig_line), body)
-    receipt = json.loads(body)
+    receipt = json.loads(verified_body(values["receipt_1"], values["hub_secret"]))
     assert receipt["format"] == "cx-receipt/1" and receipt["hub_key_id"] == values["hub_key_id"]
     assert receipt["header_hash"] == values["header_hash_1"]
     assert receipt["accepted"] == [json.loads(r)["record_id"] for r in values["record_lines"]]
@@ -310,11 +316,31 @@ def test_third_party_follows_the_chain_and_the_ledger(values):
 
 
 def test_third_party_checks_the_heartbeat(values):
-    _, public = public_key(values["node_secret"])
-    body, sig_line, rest = split_batch(values["heartbeat"].encode())
-    assert rest == []
-    public.verify(signature_from_line(sig_line), body)
+    body = verified_body(values["heartbeat"], values["node_secret"])
     assert json.loads(body)["format"] == "cx-heartbeat/1"
+
+
+def test_third_party_checks_the_refusal(values):
+    """A node written from the document alone: verify the hub's signature, match the batch by id and bytes."""
+    body = verified_body(values["refusal"], values["hub_secret"])
+    refusal = json.loads(body)
+    assert set(refusal) == {"format", "dept", "batch_id", "header_hash", "body_hash", "reason", "detail_zh",
+                            "detail_en", "received", "hub_key_id"}
+    assert refusal["format"] == "cx-refusal/1" and refusal["reason"] == "key_revoked"
+    assert refusal["hub_key_id"] == values["hub_key_id"] and refusal["dept"] == "amr"
+    # compact, key-sorted, like every statement of the hub
+    assert json.dumps(refusal, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode() == body
+    batch = values["batch_3"].encode()
+    header, _, _ = split_batch(batch)
+    assert refusal["body_hash"] == hashlib.sha256(batch).hexdigest() == values["body_hash_3"]
+    assert refusal["header_hash"] == hashlib.sha256(header).hexdigest() == values["header_hash_3"]
+    assert refusal["batch_id"] == json.loads(header)["batch_id"]
+    # the batch itself is a good one: chained to batch 2 and signed by the (since revoked) key
+    _, node_key = public_key(values["node_secret"])
+    node_key.verify(signature_from_line(split_batch(batch)[1]), header)
+    assert json.loads(header)["prev"] == values["header_hash_2"]
+    assert json.loads(header)["created"] > values["revoked"]
+    assert values["node_key_id"] in refusal["detail_en"] and refusal["detail_zh"]
 
 
 def test_cx_verify_accepts_the_bundle(values, tmp_path, capsys):
@@ -339,6 +365,7 @@ def test_the_wire_schemas_accept_the_example(values):
     for line in [*values["record_lines"], values["retraction_line"]]:
         check("record-line", json.loads(line))
     check("receipt", json.loads(values["receipt_1"].split("\n")[0]))
+    check("refusal", json.loads(values["refusal"].split("\n")[0]))
     check("proof-bundle", values["bundle"])
 
 
@@ -380,7 +407,7 @@ def test_the_standard_tools_recipe_works(values, doc, tmp_path):
 def test_every_reason_code_is_in_the_table(doc):
     from cx.protocol.errors import Reason
 
-    table = doc[doc.index("## 15. Reason codes"):doc.index("## 16.")]
+    table = doc[doc.index("## 16. Reason codes"):doc.index("## 17.")]
     for reason in Reason:
         assert f"| `{reason.value}` |" in table, reason
         assert f"`{reason.value}`" in doc
@@ -390,7 +417,7 @@ def test_every_rule_name_is_documented(doc):
     from cx.protocol.validation import FAST_FORMATS, FORMAT_CHECKER
     from cx.schemas.rules import RULES
 
-    section = doc[doc.index("## 16. Record-level rule names"):doc.index("## 17.")]
+    section = doc[doc.index("## 17. Record-level rule names"):doc.index("## 18.")]
     names = {
         # schema keywords as validation.py names them
         "required", "dependent_required", "additional_properties", "type", "decimal", "enum", "min_length",
@@ -403,6 +430,7 @@ def test_every_rule_name_is_documented(doc):
         "schema_not_declared", "retract_unknown", "record_type_changed",
         # unreadable lines
         "not_utf8", "bad_json", "duplicate_key", "non_finite_number", "too_deep", "line_too_long", "bad_record",
+        "bad_character",
     }
     names |= set(RULES)
     names |= {f"format:{name}" for name in set(FAST_FORMATS) | set(FORMAT_CHECKER.checkers)}
@@ -423,14 +451,21 @@ def test_record_types_constants_and_limits_are_documented(doc):
     for name in (t.vhost, t.records_exchange, t.ingest_queue, t.dead_letter_exchange, t.quarantine_queue,
                  t.receipts_exchange, t.receipts_queue("<dept>"), t.hub_user, t.dept_user("<dept>"),
                  t.routing_key("<dept>", "<record type>"), t.routing_key("<dept>", "heartbeat"),
-                 transport.BATCH, transport.HEARTBEAT, transport.RECEIPT,
-                 receipts.CHECKPOINT_FORMAT, receipts.RECEIPT_FORMAT, bundle.BUNDLE_FORMAT,
+                 transport.BATCH, transport.HEARTBEAT, transport.RECEIPT, transport.REFUSAL,
+                 receipts.CHECKPOINT_FORMAT, receipts.RECEIPT_FORMAT, receipts.REFUSAL_FORMAT, bundle.BUNDLE_FORMAT,
                  heartbeat.HEARTBEAT_FORMAT):
         assert f"`{name}`" in doc or f'`"{name}"`' in doc, name
     limits = envelope.DEFAULT_LIMITS
     for number in (limits.max_batch_bytes, limits.max_records, limits.max_records + 2, limits.max_line_bytes,
-                   heartbeat.MAX_HEARTBEAT_BYTES, 64 * 1024 * 1024, 2**53 - 1):
+                   heartbeat.MAX_HEARTBEAT_BYTES, receipts.MAX_RECEIPT_BYTES, receipts.MAX_REFUSAL_BYTES,
+                   heartbeat.MAX_PENDING_SECONDS, 2**53 - 1):
         assert str(number) in doc, number
+    # the bounds of what the hub keeps, as the record-line section states them
+    section = doc[doc.index("## 5. Record lines"):doc.index("## 6.")]
+    assert f"1–{envelope.RECORD_ID_MAX} characters" in section
+    for name, longest in envelope.SOURCE_MAX.items():
+        assert re.search(rf"`{name}`[^|]*at most {longest}", section), name
+    assert f"at most {heartbeat.MAX_HEARTBEAT_VERSION} characters" in doc
     assert f"at most **{jsonutil.MAX_DEPTH}**" in doc
     assert envelope.FORMAT_VERSION == 1 and "`v` | integer | format version: `1`" in doc
     for pattern in (envelope.DEPT_ID, envelope.NODE_ID, envelope.TYPE_NAME):

@@ -20,13 +20,18 @@ def test_a_new_store_has_every_table_at_the_current_version(store_url):
 
 
 def test_a_version_1_store_is_upgraded_in_place(store_url):
-    """A store made by the first release (no heartbeat rejections or alerts) keeps its rows and gains the rest."""
+    """A store made by the first release (no heartbeat rejections or alerts, no quarantine refusals) keeps its rows
+    and gains the rest."""
     store = Store(store_url)
     try:
         store.migrate()
         with store.writer.begin() as conn:
             for column in ("rejections", "alerts"):
                 conn.execute(text(f"ALTER TABLE heartbeats DROP COLUMN {column}"))
+            conn.execute(text("DROP INDEX ix_quarantine_body_hash"))
+            for column in ("detail_zh", "body_hash", "refusal"):
+                conn.execute(text(f"ALTER TABLE quarantine DROP COLUMN {column}"))
+            conn.execute(text("INSERT INTO quarantine (received, reason, size) VALUES ('r', 'bad_json', 1)"))
             conn.execute(text("DROP TABLE sequence_events"))  # stands for a table a later version added
             conn.execute(schema_version.update().values(version=1))
             conn.execute(text("INSERT INTO heartbeats (dept, node, time, received, key_id, body, signature) "
@@ -35,6 +40,10 @@ def test_a_version_1_store_is_upgraded_in_place(store_url):
         with store.reader.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("heartbeats")}
             assert {"rejections", "alerts"} <= columns
+            columns = {c["name"] for c in inspect(conn).get_columns("quarantine")}
+            assert {"detail_zh", "body_hash", "refusal"} <= columns
+            assert "ix_quarantine_body_hash" in {i["name"] for i in inspect(conn).get_indexes("quarantine")}
+            assert conn.execute(text("SELECT reason FROM quarantine")).scalars().all() == ["bad_json"]
             assert "sequence_events" in inspect(conn).get_table_names()
             assert conn.execute(text("SELECT node FROM heartbeats")).scalars().all() == ["n1"]
             assert conn.execute(select(schema_version.c.version)).scalar() == SCHEMA_VERSION

@@ -272,7 +272,10 @@ def run_quarantine(args: argparse.Namespace) -> int:
         print("quarantine is empty 隔离区为空")
     for q in items:
         print(f"{q['received']}  {q['reason']:<22} dept {q['dept'] or '?'}  batch {q['batch_id'] or '?'}  "
-              f"user {q['user_id'] or '?'}  routing {q['routing_key']}")
+              f"user {q['user_id'] or '?'}  routing {q['routing_key']}"
+              + ("  refusal sent 已发拒收通知" if q.get("refusal") else ""))
+        if q.get("detail_zh"):
+            print(f"    {q['detail_zh']}")
         print(f"    {q['detail']}")
     return 0
 

@@ -1,4 +1,10 @@
-"""Verified ingest: attribute, verify, validate, deduplicate, store, append, receipt — one transaction per batch."""
+"""Verified ingest: attribute, verify, validate, deduplicate, store, append, receipt — one transaction per batch.
+
+Every message taken from the ingest queue ends as exactly one of: stored with its receipt; quarantined
+with a row (and, when the broker vouches for the department that sent it, a signed refusal); or put back
+because the store itself did not answer (`StoreUnavailable`). An exception nobody foresaw is quarantined
+as `internal_error` for the one message that raised it, never retried as if the store were away.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +17,22 @@ from typing import Any, Iterator
 
 import structlog
 from sqlalchemy import bindparam, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..protocol.envelope import (
-    DEFAULT_LIMITS, Batch, BatchHeader, Limits, RecordLine, content_hash, parse_batch, parse_record_line, utc_now,
+    DEFAULT_LIMITS, DEPT_ID, Batch, BatchHeader, Limits, RecordLine, content_hash, parse_batch, parse_record_line,
+    sha256_hex, utc_now,
 )
-from ..protocol.errors import FieldError, ProtocolError, Reason
+from ..protocol.errors import FieldError, ProtocolError, Reason, explain
 from ..protocol.heartbeat import Heartbeat
+from ..protocol.jsonutil import escape_bad_characters
 from ..protocol.keys import SigningKey
 from ..protocol.merkle import MerkleTree
-from ..protocol.receipts import Consistency, Receipt, Rejection
-from ..protocol.validation import SchemaRegistry, china_today, default_registry
-from ..transport import Topology
+from ..protocol.receipts import Consistency, Receipt, Refusal, Rejection
+from ..protocol.validation import AUTHORITY_FIELDS, SchemaRegistry, china_today, default_registry
+from ..transport import HEARTBEAT, Topology
 from . import ledger
 from .metrics import HubMetrics
 from .registry import key_for, key_for_batch
@@ -33,7 +42,6 @@ from .store import (
 )
 
 log = structlog.get_logger("cx.hub.ingest")
-AUTHORITY_FIELDS = ("authority", "court", "arbitration_body", "registration_authority", "conferred_by")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class Inbound:
     routing_key: str
     user_id: str | None  # validated by RabbitMQ against the connection's user
     message_id: str | None = None
+    type: str | None = None  # the AMQP type: cx.heartbeat/1, anything else is read as a batch
+    redelivered: bool = False  # the broker delivered it before (the hub may have recorded it then)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,25 @@ class Outcome:
     accepted: int = 0
     rejected: int = 0
     duplicates: int = 0
+    refusal: bytes | None = None  # quarantined: the signed refusal to publish, and the department it goes to
+    refuse_to: str | None = None
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (connection lost, disk full, database locked): keep the message, try again later."""
+
+
+def store_outage(exc: BaseException) -> bool:
+    """Whether an exception says the store itself is unavailable, rather than something about one message."""
+    if isinstance(exc, (StoreUnavailable, sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            # PostgreSQL class 54 (program limit exceeded) is an OperationalError caused by the statement
+            return not (getattr(exc.orig, "sqlstate", None) or "").startswith("54")
+    return False
 
 
 @dataclass
@@ -94,8 +123,25 @@ class Ingestor:
         yield
         self.metrics.stage_seconds.labels(name).observe(time.perf_counter() - start)
 
+    def handle(self, msg: Inbound) -> Outcome:
+        """Exactly one outcome for one message; raises StoreUnavailable only when the store itself is away."""
+        decide = self.process_heartbeat if msg.type == HEARTBEAT else self.process
+        try:
+            try:
+                return decide(msg)
+            except Exception as exc:  # noqa: BLE001 - one message's trouble must not become the queue's
+                if store_outage(exc):
+                    raise
+                return self._internal_error(msg, exc, None, utc_now())
+        except Exception as exc:  # noqa: BLE001 - not even the quarantine could take it
+            if store_outage(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            log.exception("message could not be quarantined; it ends unrecorded", routing_key=msg.routing_key,
+                          size=len(msg.body))
+            return Outcome("quarantined", None, reason=Reason.INTERNAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
+
     def process(self, msg: Inbound) -> Outcome:
-        """Decide what one inbound batch becomes. Never raises for bad input; store errors propagate."""
+        """Decide what one inbound batch becomes. Never raises for bad input; store outages propagate."""
         received = utc_now()
         batch: Batch | None = None
         try:
@@ -118,6 +164,10 @@ class Ingestor:
             return self._quarantine(msg, exc, batch, received)
         except Quarantine as q:
             return self._quarantine(msg, q.error, q.batch, received)
+        except Exception as exc:  # noqa: BLE001 - unforeseen: this message only
+            if store_outage(exc):
+                raise
+            return self._internal_error(msg, exc, batch, received)
         self._count(outcome)
         return outcome
 
@@ -130,21 +180,25 @@ class Ingestor:
             with self.store.reader.connect() as conn:
                 key = key_for(conn, beat.dept, beat.key_id, beat.time)
             Heartbeat.verify(body, sig, key)
+            values = dict(time=beat.time, received=received, key_id=beat.key_id, version=beat.version,
+                          outbox_depth=beat.outbox_depth,
+                          oldest_pending_seconds=None if beat.oldest_pending_seconds is None
+                          else int(beat.oldest_pending_seconds),
+                          last_error=(beat.last_error or None) and str(beat.last_error)[:2000],
+                          inventory=json.dumps(beat.inventory, ensure_ascii=False),
+                          rejections=json.dumps(beat.rejections, ensure_ascii=False),
+                          alerts=json.dumps(beat.alerts, ensure_ascii=False), body=body, signature=sig)
+            with self.store.writer.begin() as conn:
+                updated = conn.execute(heartbeats.update().where(heartbeats.c.dept == beat.dept,
+                                                                 heartbeats.c.node == beat.node).values(**values))
+                if updated.rowcount == 0:
+                    conn.execute(heartbeats.insert().values(dept=beat.dept, node=beat.node, **values))
         except ProtocolError as exc:
             return self._quarantine(msg, exc, None, received)
-        values = dict(time=beat.time, received=received, key_id=beat.key_id, version=beat.version[:40],
-                      outbox_depth=beat.outbox_depth,
-                      oldest_pending_seconds=None if beat.oldest_pending_seconds is None
-                      else int(beat.oldest_pending_seconds),
-                      last_error=(beat.last_error or None) and str(beat.last_error)[:2000],
-                      inventory=json.dumps(beat.inventory, ensure_ascii=False),
-                      rejections=json.dumps(beat.rejections, ensure_ascii=False),
-                      alerts=json.dumps(beat.alerts, ensure_ascii=False), body=body, signature=sig)
-        with self.store.writer.begin() as conn:
-            updated = conn.execute(heartbeats.update().where(heartbeats.c.dept == beat.dept,
-                                                             heartbeats.c.node == beat.node).values(**values))
-            if updated.rowcount == 0:
-                conn.execute(heartbeats.insert().values(dept=beat.dept, node=beat.node, **values))
+        except Exception as exc:  # noqa: BLE001 - unforeseen: this message only
+            if store_outage(exc):
+                raise
+            return self._internal_error(msg, exc, None, received)
         self.metrics.heartbeats.labels(beat.dept).inc()
         return Outcome("heartbeat", beat.dept)
 
@@ -335,23 +389,86 @@ class Ingestor:
         self.metrics.sequence_events.labels(h.dept, kind).inc()
         log.info("sequence event", dept=h.dept, node=h.node, seq=h.seq, kind=kind, batch_id=h.batch_id)
 
+    def _internal_error(self, msg: Inbound, exc: BaseException, batch: Batch | None, received: str) -> Outcome:
+        log.error("unforeseen error; message quarantined as internal_error", exc_info=exc,
+                  batch_id=batch.header.batch_id if batch else None, routing_key=msg.routing_key, size=len(msg.body))
+        return self._quarantine(msg, ProtocolError(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"[:1000]),
+                                batch, received)
+
     def _quarantine(self, msg: Inbound, error: ProtocolError, batch: Batch | None, received: str) -> Outcome:
-        first_line = msg.body.split(b"\n", 1)[0][:MAX_QUARANTINE_HEADER]
-        dept = batch.header.dept if batch else msg.routing_key.split(".", 1)[0][:32] or None
+        """Record why a message is not stored, sign a refusal for the department that sent it, end the message.
+
+        Never raises except for a store outage: a row the store will not take is stored reduced, and a
+        reduced row it will not take either is logged, so the message still ends.
+        """
+        body_hash = sha256_hex(msg.body)
+        dept = batch.header.dept if batch else (_safe(msg.routing_key.split(".", 1)[0], 32) or None)
         batch_id = batch.header.batch_id if batch else None
-        with self.store.writer.begin() as conn:
-            conn.execute(quarantine.insert().values(
-                received=received, reason=error.reason.value, detail=error.detail[:2000],
-                routing_key=msg.routing_key[:300], user_id=(msg.user_id or "")[:100] or None,
-                message_id=(msg.message_id or "")[:100] or None, dept=dept, batch_id=batch_id, header=first_line,
-                size=len(msg.body)))
-        if batch is not None and error.reason in (Reason.SEQUENCE_REPLAY, Reason.CHAIN_BROKEN, Reason.BATCH_ID_REUSED):
-            self._event(batch.header, error.reason.value, error.detail)
+        refuse_to = self._refusal_dept(msg)
+        if msg.redelivered:  # recorded before the hub could end it (crash, lost connection): the same outcome
+            with self.store.reader.connect() as conn:
+                earlier = conn.execute(select(quarantine.c.reason, quarantine.c.refusal)
+                                       .where(quarantine.c.body_hash == body_hash)
+                                       .order_by(quarantine.c.id.desc()).limit(1)).first()
+            if earlier is not None:
+                log.info("redelivered message was quarantined before", reason=earlier.reason, batch_id=batch_id)
+                return Outcome("quarantined", dept, batch_id, reason=error.reason, detail=error.detail,
+                               refusal=earlier.refusal and bytes(earlier.refusal), refuse_to=refuse_to)
+        zh, en = explain(error)
+        refusal = None
+        if refuse_to is not None:
+            try:
+                refusal = Refusal.issue(self.hub_key, dept=refuse_to, batch_id=batch_id,
+                                        header_hash=batch.header_hash if batch else None, body_hash=body_hash,
+                                        reason=error.reason.value, detail_zh=zh, detail_en=en,
+                                        received=received).to_bytes()
+            except Exception:  # noqa: BLE001 - the row matters more than the answer
+                log.exception("refusal could not be signed", batch_id=batch_id)
+        row = dict(received=received, reason=error.reason.value, detail=_safe(en, 2000), detail_zh=_safe(zh, 2000),
+                   routing_key=_safe(msg.routing_key, 300), user_id=_safe(msg.user_id or "", 100) or None,
+                   message_id=_safe(msg.message_id or "", 100) or None, dept=dept, batch_id=batch_id,
+                   header=msg.body.split(b"\n", 1)[0][:MAX_QUARANTINE_HEADER], size=len(msg.body),
+                   body_hash=body_hash, refusal=refusal)
+        chain_event = batch is not None and error.reason in (Reason.SEQUENCE_REPLAY, Reason.CHAIN_BROKEN,
+                                                             Reason.BATCH_ID_REUSED)
+        try:
+            with self.store.writer.begin() as conn:
+                conn.execute(quarantine.insert().values(**row))
+                if chain_event:
+                    self._event(batch.header, error.reason.value, error.detail, conn)
+        except Exception as exc:  # noqa: BLE001
+            if store_outage(exc):
+                raise
+            self._reduced_quarantine(row, exc)
         self.metrics.quarantined.labels(error.reason.value).inc()
         self.metrics.batches.labels(dept or "", "quarantined").inc()
-        log.warning("batch quarantined", reason=error.reason.value, detail=error.detail, dept=dept, batch_id=batch_id,
-                    routing_key=msg.routing_key, user_id=msg.user_id)
-        return Outcome("quarantined", dept, batch_id, reason=error.reason, detail=error.detail)
+        log.warning("message quarantined", reason=error.reason.value, detail=row["detail"], dept=dept,
+                    batch_id=batch_id, routing_key=row["routing_key"], user_id=row["user_id"],
+                    refused_to=refuse_to if refusal else None)
+        return Outcome("quarantined", dept, batch_id, reason=error.reason, detail=error.detail, refusal=refusal,
+                       refuse_to=refuse_to)
+
+    def _reduced_quarantine(self, row: dict[str, Any], exc: BaseException) -> None:
+        """The store refused the quarantine row: keep what cannot break it, or at least say so in the log."""
+        log.error("quarantine row refused by the store; storing a reduced one", error=f"{type(exc).__name__}: {exc}")
+        reduced = dict(received=row["received"], reason=row["reason"], size=row["size"], body_hash=row["body_hash"],
+                       detail=_safe(ascii(f"quarantine row refused by the store ({type(exc).__name__}); "
+                                          f"detail: {row['detail']}"), 2000))
+        try:
+            with self.store.writer.begin() as conn:
+                conn.execute(quarantine.insert().values(**reduced))
+        except Exception as again:  # noqa: BLE001
+            if store_outage(again):
+                raise
+            log.error("quarantine row not stored; the message ends unrecorded", error=repr(again)[:500], **{
+                k: row[k] for k in ("reason", "body_hash", "size")})
+
+    def _refusal_dept(self, msg: Inbound) -> str | None:
+        """The department a refusal goes to: the one whose broker user published the batch (heartbeats get none)."""
+        if msg.type == HEARTBEAT:
+            return None
+        dept = self.topology.dept_of_user(msg.user_id)
+        return dept if dept and DEPT_ID.match(dept) else None
 
     def _count(self, outcome: Outcome) -> None:
         dept = outcome.dept or ""
@@ -364,6 +481,11 @@ class Ingestor:
 
 class _AlreadyStored(Exception):
     pass
+
+
+def _safe(text: str, limit: int) -> str:
+    """Text any store keeps: no U+0000 or lone surrogate (written as escapes), at most `limit` characters."""
+    return escape_bad_characters(text)[:limit]
 
 
 def _conflict(rec: RecordLine, now: tuple[str, str, str] | None) -> FieldError | None:

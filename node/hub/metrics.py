@@ -25,7 +25,9 @@ class HubMetrics:
                                        buckets=STAGE_BUCKETS, registry=self.registry)
         self.ledger_size = Gauge("cx_ledger_size", "Leaves in each department's ledger", ["dept"],
                                  registry=self.registry)
-        self.ingest_errors = Counter("cx_ingest_errors", "Messages returned to the queue because the store "
-                                     "failed (disk full, database down …)", registry=self.registry)
+        self.ingest_errors = Counter("cx_ingest_errors", "Attempts that found the store unavailable (connection "
+                                     "lost, disk full, database locked); the message was kept", registry=self.registry)
+        self.refusals = Counter("cx_refusals", "Signed refusals published to departments, by reason code", ["reason"],
+                                registry=self.registry)
         self.heartbeats = Counter("cx_heartbeats", "Signed heartbeats received by department", ["dept"],
                                   registry=self.registry)

@@ -132,6 +132,7 @@ def quarantine_view(store: Store, limit: int = 100) -> list[dict[str, Any]]:
         found = rows(conn, select(quarantine).order_by(quarantine.c.id.desc()).limit(limit))
     for q in found:
         q["header"] = bytes(q["header"] or b"").decode("utf-8", "replace")
+        q["refusal"] = q["refusal"] and bytes(q["refusal"]).decode("utf-8", "replace")  # the signed refusal sent
     return found
 
 

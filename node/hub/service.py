@@ -18,7 +18,7 @@ from aiohttp import web
 from ..protocol.keys import SigningKey
 from .. import transport
 from .config import HubConfig
-from .ingest import Inbound, Ingestor
+from .ingest import Inbound, Ingestor, Outcome, StoreUnavailable
 from .metrics import HubMetrics
 from .projections import Projector, hub_projections
 from .store import Store
@@ -29,6 +29,9 @@ log = structlog.get_logger("cx.hub")
 CONFIG = web.AppKey("config", HubConfig)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 PROJECTOR = web.AppKey("projector", Projector)
+# a store outage: the same message is tried again after 2, 4, 8, 16 s, then put back in the queue (the broker
+# redelivers it, up to its delivery limit; the node resends it after its receipt timeout in any case)
+STORE_ATTEMPTS = 5
 STORE_RETRY_SECONDS = 2.0
 # fault injection for the crash-recovery test only (CX_FAULT_INJECT=crash-after-commit)
 FAULT = os.environ.get("CX_FAULT_INJECT", "")
@@ -68,19 +71,32 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     metrics = app[METRICS]
 
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        inbound = Inbound(message.body, message.routing_key or "", message.user_id, message.message_id)
-        handler = ingestor.process_heartbeat if message.type == transport.HEARTBEAT else ingestor.process
-        try:
-            outcome = await loop.run_in_executor(executor, handler, inbound)
-        except Exception:  # the store failed: keep the message, back off, let the broker redeliver it
-            log.exception("store error; message returned to the queue", routing_key=inbound.routing_key)
-            metrics.ingest_errors.inc()
-            await asyncio.sleep(STORE_RETRY_SECONDS)
-            await message.nack(requeue=True)
-            return
+    async def decide(inbound: Inbound) -> Outcome:
+        """The message's outcome; a store outage is retried here, bounded and counted, then raised."""
+        delay = STORE_RETRY_SECONDS
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return await loop.run_in_executor(executor, ingestor.handle, inbound)
+            except StoreUnavailable as exc:
+                metrics.ingest_errors.inc()
+                log.warning("store unavailable; message kept", attempt=attempt, attempts=STORE_ATTEMPTS,
+                            error=str(exc)[:300], routing_key=inbound.routing_key)
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def answer(message: AbstractIncomingMessage, outcome: Outcome) -> None:
         bound = log.bind(batch_id=outcome.batch_id, dept=outcome.dept)
         if outcome.result == "quarantined":
+            if outcome.refusal and outcome.refuse_to:
+                try:
+                    await transport.publish(broker["receipts"], outcome.refuse_to, outcome.refusal,
+                                            message_type=transport.REFUSAL, message_id=outcome.batch_id or "")
+                    metrics.refusals.labels(outcome.reason.value if outcome.reason else "").inc()
+                except Exception as exc:  # noqa: BLE001 - e.g. no receipts queue for that department
+                    bound.warning("refusal not delivered", to=outcome.refuse_to, error=str(exc)[:300])
             await message.reject(requeue=False)  # dead-lettered to the quarantine queue, already recorded
             return
         if outcome.result == "heartbeat":
@@ -97,6 +113,20 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics.stage_seconds.labels("ack").observe(time.perf_counter() - start)
         bound.info("batch " + outcome.result, accepted=outcome.accepted, rejected=outcome.rejected,
                    duplicates=outcome.duplicates)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        """One outcome per message: stored and receipted, quarantined (and refused), or put back."""
+        inbound = Inbound(message.body, message.routing_key or "", message.user_id, message.message_id,
+                          message.type, bool(message.redelivered))
+        try:
+            outcome = await decide(inbound)
+            await answer(message, outcome)
+        except Exception as exc:  # noqa: BLE001 - the store stayed away, or the broker lost the answer
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("answer not sent; message returned to the queue", routing_key=inbound.routing_key)
+                await asyncio.sleep(STORE_RETRY_SECONDS)
+            with contextlib.suppress(Exception):  # on a closed channel the broker requeues it anyway
+                await message.nack(requeue=True)
 
     async def consume() -> None:
         """Connect (retrying while the broker is away: the dashboard and API serve meanwhile), then consume."""

@@ -11,7 +11,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, make_url
 
-SCHEMA_VERSION = 2
+from ..protocol.envelope import RECORD_ID_MAX, SOURCE_MAX
+from ..protocol.heartbeat import MAX_HEARTBEAT_VERSION
+from ..protocol.validation import KEPT_DATA_FIELDS
+
+SCHEMA_VERSION = 3
 ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite only autoincrements INTEGER PRIMARY KEY
 TIME = String(32)  # UTC, "2026-01-02T03:04:05.678Z": exactly what was signed, and sorts as text
 HASH = String(64)  # SHA-256 hex
@@ -90,13 +94,13 @@ batches = Table(
 records = Table(
     "records", metadata,
     Column("dept", String(32), primary_key=True),
-    Column("record_id", String(200), primary_key=True),
+    Column("record_id", String(RECORD_ID_MAX), primary_key=True),
     Column("type", String(64), nullable=False),
     Column("version", HASH, nullable=False),  # content hash of the current version
     Column("status", String(10), nullable=False),  # active | retracted
     Column("ledger_index", BigInteger, nullable=False),
-    Column("subject_name", String(200)),
-    Column("uscc", String(18)),
+    Column("subject_name", String(KEPT_DATA_FIELDS["subject_name"])),
+    Column("uscc", String(KEPT_DATA_FIELDS["uscc"])),
     Column("first_accepted", TIME, nullable=False),
     Column("updated", TIME, nullable=False),
     Index("ix_records_uscc", "uscc"),
@@ -107,7 +111,7 @@ record_versions = Table(
     "record_versions", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("dept", String(32), nullable=False),
-    Column("record_id", String(200), nullable=False),
+    Column("record_id", String(RECORD_ID_MAX), nullable=False),
     Column("version", HASH, nullable=False),
     Column("op", String(10), nullable=False),
     Column("type", String(64), nullable=False),
@@ -117,14 +121,14 @@ record_versions = Table(
     Column("batch_id", String(36), nullable=False),
     Column("line_index", Integer, nullable=False),
     Column("ledger_index", BigInteger, nullable=False),
-    # provenance: 谁产生、谁录入、谁提供、谁负责
-    Column("authority", String(200)),
-    Column("authority_uscc", String(18)),
-    Column("entered_by", String(100)),
+    # provenance: 谁产生、谁录入、谁提供、谁负责; every bound is one the protocol states and the parser enforces
+    Column("authority", String(KEPT_DATA_FIELDS["authority"])),
+    Column("authority_uscc", String(KEPT_DATA_FIELDS["authority_uscc"])),
+    Column("entered_by", String(max(KEPT_DATA_FIELDS["entered_by"], SOURCE_MAX["entered_by"]))),
     Column("node", String(64), nullable=False),
     Column("key_id", String(32), nullable=False),
-    Column("source_adapter", String(64)),
-    Column("source_locator", String(500)),
+    Column("source_adapter", String(SOURCE_MAX["adapter"])),
+    Column("source_locator", String(SOURCE_MAX["locator"])),
     Column("extracted", TIME),
     Column("sent", TIME, nullable=False),  # the batch's created time
     Column("received", TIME, nullable=False),
@@ -164,7 +168,11 @@ quarantine = Table(
     Column("batch_id", String(36)),
     Column("header", LargeBinary),  # the raw first line, at most 64 KiB
     Column("size", Integer, nullable=False),
+    Column("detail_zh", Text),  # (schema 3) the reason and detail in Chinese
+    Column("body_hash", HASH),  # (schema 3) SHA-256 of the message: a redelivered copy is the same message
+    Column("refusal", LargeBinary),  # (schema 3) the signed refusal sent to the department, if any
     Index("ix_quarantine_received", "received"),
+    Index("ix_quarantine_body_hash", "body_hash"),
 )
 
 heartbeats = Table(
@@ -174,7 +182,7 @@ heartbeats = Table(
     Column("time", TIME, nullable=False),  # the node's signed time
     Column("received", TIME, nullable=False),
     Column("key_id", String(32), nullable=False),
-    Column("version", String(40)),
+    Column("version", String(MAX_HEARTBEAT_VERSION)),
     Column("outbox_depth", BigInteger),
     Column("oldest_pending_seconds", Integer),
     Column("last_error", Text),
@@ -266,10 +274,26 @@ def _add_columns(table: Table, *names: str) -> Any:
     return step
 
 
+def _add_index(table: Table, name: str) -> Any:
+    """A migration step creating an index (as declared in `metadata`) on an existing table."""
+    def step(conn: Connection) -> None:
+        next(index for index in table.indexes if index.name == name).create(conn)
+    return step
+
+
+def _steps(*steps: Any) -> Any:
+    def step(conn: Connection) -> None:
+        for one in steps:
+            one(conn)
+    return step
+
+
 # version -> upgrade step from the version before (changes to existing tables: new columns, new indexes on
 # old tables); SCHEMA_VERSION 1 is created whole, and new tables are created by `migrate` without a step
 MIGRATIONS: dict[int, Any] = {
     2: _add_columns(heartbeats, "rejections", "alerts"),
+    3: _steps(_add_columns(quarantine, "detail_zh", "body_hash", "refusal"),
+              _add_index(quarantine, "ix_quarantine_body_hash")),
 }
 
 

@@ -113,6 +113,11 @@ def register(commands: Any) -> None:
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.set_defaults(run=run_status)
 
+    retry = sub.add_parser("retry", help="send the records of batches the hub refused again, once the cause is "
+                                         "fixed 重新发送被拒收的记录")
+    _config_arg(retry)
+    retry.set_defaults(run=run_retry)
+
     rej = sub.add_parser("rejections", help="list rejected rows and why 退回明细")
     _config_arg(rej)
     rej.add_argument("--all", action="store_true", help="include rejections resolved by a later valid row")
@@ -279,6 +284,8 @@ def run_status(args: argparse.Namespace) -> int:
             "chain": dict(zip(("seq", "header_hash"), outbox.chain())),
             "last_receipt": dict(zip(("batch_id", "at"), outbox.last_receipt() or (None, None))),
             "last_checkpoint": dict(zip(("size", "root"), outbox.last_checkpoint() or (None, None))),
+            "refused": [{"batch_id": b["batch_id"], "seq": b["seq"], "records": b["records"], "reason": b["alert"]}
+                        for b in outbox.refused_batches()],
             "alerts": outbox.alerts(5),
         }
     finally:
@@ -298,8 +305,30 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"  last checkpoint 账本:   size {lc['size']} root {lc['root']}" if lc["size"] is not None
           else "  last checkpoint 账本:   none yet")
     print(f"  open rejections 待处理退回: {c['rejections_open']:,}  (cx node rejections)")
+    if status["refused"]:
+        print(f"  REFUSED 拒收: {len(status['refused'])} batch(es), {c.get('refused', 0):,} record(s) not stored by the "
+              "hub; fix the cause, then `cx node retry` 排除原因后重新发送")
+        for b in status["refused"]:
+            print(f"    batch {b['batch_id']} (seq {b['seq']}, {b['records']} records): {b['reason']}")
     for a in status["alerts"]:
         print(f"  ALERT 告警 {a['at']} {a['kind']}: {a['detail']}")
+    return 0
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    from .outbox import Outbox
+
+    cfg = NodeConfig.load(args.config)
+    outbox = Outbox(cfg.node.outbox)
+    try:
+        batches, records = outbox.retry_refused()
+    finally:
+        outbox.close()
+    if not batches:
+        print("no refused batches 没有被拒收的批次")
+        return 0
+    print(f"{records:,} record(s) of {batches} refused batch(es) are pending again; the running node (or the next "
+          f"`cx node run`) seals them anew with its current key 已重新排队")
     return 0
 
 

@@ -11,8 +11,9 @@ from datetime import date
 import structlog
 from cx_adapters.base import Chunk, Row, Source, SourceError, StreamSpec, UnitReport, load_adapter
 
+from ..protocol import jsonutil
 from ..protocol.envelope import DEFAULT_LIMITS, RecordLine, content_hash, utc_now
-from ..protocol.errors import FieldError
+from ..protocol.errors import FieldError, ProtocolError, Reason
 from ..protocol.validation import SchemaRegistry, china_today, default_registry
 from .config import NodeConfig, StreamConfig
 from .mapping import Mapper, MappingError
@@ -114,11 +115,15 @@ class Preparer:
                 if cfg.entered_by and row.values.get(cfg.entered_by) not in (None, ""):
                     source["entered_by"] = str(row.values[cfg.entered_by]).strip()
                 record = RecordLine(record_id or "", cfg.type, schema.version, "upsert", data, source)
-                try:
+                try:  # what the hub's parser would refuse is refused here, with the same rule
+                    record.check()
                     line = record.to_bytes()
-                except UnicodeEncodeError:
-                    errors = [FieldError("", "not_utf8", "含有无法编码的字符", "contains characters that cannot be "
-                                         "encoded as UTF-8")]
+                    if jsonutil.suspect(line):
+                        jsonutil.refuse_bad_characters(record.to_json(), "record")
+                except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot carry it
+                    errors = [FieldError.from_protocol(ProtocolError(Reason.BAD_CHARACTER, "a lone surrogate"))]
+                except ProtocolError as exc:
+                    errors = [FieldError.from_protocol(exc)]
                 if len(line) > DEFAULT_LIMITS.max_line_bytes:
                     errors = [FieldError("", "line_too_long", f"记录过长（{len(line)} 字节）",
                                          f"the record is {len(line)} bytes, over {DEFAULT_LIMITS.max_line_bytes}")]

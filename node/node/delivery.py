@@ -1,10 +1,11 @@
-"""Delivery: seal outbox records into signed batches, publish with confirms, verify receipts, heartbeats."""
+"""Delivery: seal outbox records into signed batches, publish with confirms, verify receipts and refusals, heartbeats."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import contextlib
+import hashlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -18,17 +19,19 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 
 from .. import __version__, transport
 from ..protocol import jsonutil
-from ..protocol.envelope import build_batch
+from ..protocol.envelope import Batch, build_batch
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.heartbeat import Heartbeat
 from ..protocol.keys import PublicKey, SigningKey
 from ..protocol.merkle import verify_consistency
-from ..protocol.receipts import Receipt
+from ..protocol.receipts import Receipt, Refusal
 from .config import NodeConfig
 from .metrics import NodeMetrics
-from .outbox import Outbox
+from .outbox import UNSETTLED, Outbox
 
 log = structlog.get_logger("cx.node.delivery")
+# refusals the node fixes itself when the batch was signed with another key than its current one (a rotation)
+KEY_REASONS = frozenset({Reason.KEY_REVOKED.value, Reason.KEY_NOT_ACTIVE.value, Reason.UNKNOWN_KEY.value})
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Delivery:
         """Seal as many full batches as the outbox holds (and a partial one when it has lingered)."""
         assert self.outbox is not None
         d = self.cfg.delivery
-        sealed = 0
+        sealed = self._reseal_after_rotation()
         while self.outbox.in_flight(d.receipt_timeout_seconds) + sealed < d.max_in_flight * 2:
             rows = self.outbox.pending(d.batch_max_records, d.batch_max_bytes)
             if not rows:
@@ -134,16 +137,40 @@ class Delivery:
             age = self.outbox.oldest_pending_age() or 0.0
             if not (full or force or age >= d.linger_seconds):
                 break
-            schemas = {type_: version for _, type_, version, _ in rows}
-            lines = [r[3] for r in rows]
-
-            def build(seq: int, prev: str | None) -> Any:
-                return build_batch(self.key, dept=self.dept, node=self.cfg.node.node_id, seq=seq, prev=prev,
-                                   lines=lines, schemas=schemas)
-
-            self.outbox.seal([r[0] for r in rows], build)
+            self.outbox.seal([r[0] for r in rows], self._builder(rows))
             sealed += 1
         return sealed
+
+    def _builder(self, rows: list[tuple[int, str, int, bytes]]) -> Callable[[int, str | None], Batch]:
+        """build(seq, prev): the records (id, type, schema_version, line) signed with the current key."""
+        schemas = {type_: version for _, type_, version, _ in rows}
+        lines = [r[3] for r in rows]
+
+        def build(seq: int, prev: str | None) -> Batch:
+            return build_batch(self.key, dept=self.dept, node=self.cfg.node.node_id, seq=seq, prev=prev,
+                               lines=lines, schemas=schemas)
+        return build
+
+    def _reseal(self, batch_id: str, refusal: bytes, reason: str, detail: str) -> str:
+        """Seal a refused batch's records again with the current key, as a new batch; returns its id."""
+        assert self.outbox is not None
+        rows = self.outbox.batch_lines(batch_id)
+        new_id, _ = self.outbox.reseal(batch_id, refusal, f"resealed: {reason}: {detail}", self._builder(rows))
+        self.metrics.batches_refused.labels(reason, "resealed").inc()
+        log.warning("batch refused by the hub for its key; its records were sealed again with the current key",
+                    batch_id=batch_id, new_batch_id=new_id, reason=reason, records=len(rows), key_id=self.key.key_id)
+        return new_id
+
+    def _reseal_after_rotation(self) -> int:
+        """Refused batches the node can fix now that its key changed (refused for their key, signed with another)."""
+        assert self.outbox is not None
+        resealed = 0
+        for batch in self.outbox.refused_batches():
+            reason, detail = _refusal_reason(batch["refusal"])
+            if reason in KEY_REASONS and _key_id(batch["body"]) != self.key.key_id:
+                self._reseal(batch["batch_id"], batch["refusal"], reason, detail)
+                resealed += 1
+        return resealed
 
     async def send_loop(self, stop: asyncio.Event, drain: bool = False) -> None:
         """Seal and publish batches until stopped; never more than max_in_flight unreceipted at once."""
@@ -179,9 +206,10 @@ class Delivery:
     # -- receipts -------------------------------------------------------------------------
 
     async def _on_receipt(self, message: AbstractIncomingMessage) -> None:
+        handle = self.handle_refusal if message.type == transport.REFUSAL else self.handle_receipt
         async with self._receipt_lock:  # checkpoints are checked in arrival order
             try:
-                verdict = await self.handle_receipt(message.body)
+                verdict = await handle(message.body)
             except Exception:  # noqa: BLE001 - keep the receipt in the queue for a later try
                 log.exception("receipt handling failed")
                 await asyncio.sleep(1)
@@ -222,6 +250,40 @@ class Delivery:
         self.metrics.receipts.labels("verified").inc()
         self.metrics.last_receipt.set(time.time())
         log.info("receipt verified", batch_id=receipt.batch_id, **counts, ledger_size=cp.size)
+        return ReceiptVerdict(True)
+
+    async def handle_refusal(self, body: bytes) -> ReceiptVerdict:
+        """Verify a refusal (hub signature, this department, exactly the bytes this node sent) and act on it:
+        seal the records again with the current key when the batch's key was the cause and the key has
+        changed since; otherwise let them wait, refused, with an alert."""
+        assert self.outbox is not None
+        try:
+            refusal = Refusal.parse(body, self.hub_key)
+        except ProtocolError as exc:
+            return await self._alert("refusal_invalid", f"{exc.reason.value}: {exc.detail}", None)
+        if refusal.dept != self.dept:
+            return await self._alert("refusal_mismatch", f"the refusal is for department {refusal.dept}",
+                                     refusal.batch_id)
+        batch = await self.db(self.outbox.refused_batch, refusal.batch_id, refusal.body_hash)
+        if batch is None:
+            log.info("refusal for a batch this outbox does not hold", batch_id=refusal.batch_id,
+                     reason=refusal.reason)
+            return ReceiptVerdict(False, "unknown batch")
+        if hashlib.sha256(batch["body"]).hexdigest() != refusal.body_hash:
+            # another message under this batch's id (or altered on the way) was refused, not what this node sent
+            return await self._alert("refusal_mismatch", f"the hub refused other bytes than this batch's "
+                                     f"({refusal.reason}: {refusal.detail_en})", batch["batch_id"])
+        if batch["state"] not in UNSETTLED:
+            return ReceiptVerdict(True, "already settled")
+        batch_id = batch["batch_id"]
+        if refusal.reason in KEY_REASONS and _key_id(batch["body"]) != self.key.key_id:
+            await self.db(self._reseal, batch_id, body, refusal.reason, refusal.detail_en)
+        else:
+            records = await self.db(self.outbox.refuse, batch_id, body, refusal.reason, refusal.detail_zh,
+                                    refusal.detail_en)
+            self.metrics.batches_refused.labels(refusal.reason, "waiting").inc()
+            log.error("batch refused by the hub; its records wait until the cause is fixed (then cx node retry)",
+                      batch_id=batch_id, reason=refusal.reason, detail=refusal.detail_en, records=records)
         return ReceiptVerdict(True)
 
     async def check_checkpoint(self, receipt: Receipt) -> None:
@@ -310,6 +372,17 @@ def batch_routing_key(dept: str, body: bytes) -> str:
     """<dept>.<record type> for a batch of one type (what this node seals), <dept>.mixed otherwise."""
     schemas = jsonutil.loads(body.split(b"\n", 1)[0])["schemas"]
     return transport.Topology.routing_key(dept, next(iter(schemas)) if len(schemas) == 1 else "mixed")
+
+
+def _key_id(body: bytes) -> str:
+    """The key id a batch this node sealed was signed with (its header's)."""
+    return jsonutil.loads(body.split(b"\n", 1)[0])["key_id"]
+
+
+def _refusal_reason(refusal: bytes) -> tuple[str, str]:
+    """(reason code, English detail) of a refusal this outbox stored after verifying it."""
+    obj = jsonutil.loads(refusal.split(b"\n", 1)[0])
+    return obj["reason"], obj["detail_en"]
 
 
 def _verify(old: int, new: int, old_root: bytes, new_root: bytes, proof: list[bytes]) -> None:

@@ -21,6 +21,9 @@ class NodeMetrics:
                                         registry=r)
         self.receipts = Counter("cx_node_receipts", "Receipts by verdict (verified or the alert kind)", ["verdict"],
                                 registry=r)
+        self.batches_refused = Counter("cx_node_batches_refused", "Batches the hub refused, by reason and what the "
+                                       "node did (resealed with its current key, or waiting for people)",
+                                       ["reason", "action"], registry=r)
         self.heartbeats = Counter("cx_node_heartbeats", "Heartbeats sent", registry=r)
         self.outbox_depth = Gauge("cx_node_outbox_depth", "Records not yet settled by a receipt", registry=r)
         self.last_receipt = Gauge("cx_node_last_receipt_timestamp_seconds", "When the last receipt was verified",

@@ -1,11 +1,15 @@
 """The node's outbox (SQLite, WAL): records waiting for delivery, batches waiting for receipts, state.
 
 Nothing leaves the outbox until the hub's signed receipt for it has been verified: records move
-pending → batched → delivered / rejected / duplicate, and every step is one transaction.
+pending → batched → delivered / rejected / duplicate, and every step is one transaction. A batch the
+hub refuses (a signed refusal: nothing of it was stored) either is sealed again with the node's current
+key (batch state `resealed`, its records in the new batch) or its records wait, `refused`, for people
+to fix the cause and run `cx node retry` (batch state `retried` then).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -30,7 +34,7 @@ CREATE TABLE IF NOT EXISTS records(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     stream TEXT NOT NULL, record_id TEXT NOT NULL, type TEXT NOT NULL, schema_version INTEGER NOT NULL,
     op TEXT NOT NULL, version TEXT NOT NULL, line BLOB NOT NULL, locator TEXT,
-    state TEXT NOT NULL,             -- pending, batched, delivered, rejected, duplicate
+    state TEXT NOT NULL,             -- pending, batched, delivered, rejected, duplicate, refused
     batch_id TEXT, created TEXT NOT NULL, settled TEXT);
 CREATE INDEX IF NOT EXISTS records_state ON records(state, id);
 CREATE INDEX IF NOT EXISTS records_state_type ON records(state, type, id);
@@ -39,8 +43,9 @@ CREATE TABLE IF NOT EXISTS latest(record_id TEXT PRIMARY KEY, version TEXT NOT N
 CREATE TABLE IF NOT EXISTS batches(
     batch_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, body BLOB NOT NULL, header_hash TEXT NOT NULL,
     records INTEGER NOT NULL, created TEXT NOT NULL,
-    state TEXT NOT NULL,             -- ready, sent, receipted
-    attempts INTEGER NOT NULL DEFAULT 0, last_sent REAL, receipt BLOB, receipted TEXT, alert TEXT);
+    state TEXT NOT NULL,             -- ready, sent, receipted, refused, resealed, retried
+    attempts INTEGER NOT NULL DEFAULT 0, last_sent REAL, receipt BLOB, receipted TEXT, alert TEXT,
+    refusal BLOB, resealed_as TEXT);
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, seq);
 CREATE TABLE IF NOT EXISTS chain(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, header_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL,
@@ -53,6 +58,9 @@ CREATE INDEX IF NOT EXISTS rejections_open ON rejections(resolved, stream, row_k
 CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL,
                                   batch_id TEXT, detail TEXT NOT NULL);
 """
+# columns added to tables of outboxes made by earlier versions: (table, column, declaration)
+ADDED_COLUMNS = (("batches", "refusal", "BLOB"), ("batches", "resealed_as", "TEXT"))
+UNSETTLED = ("ready", "sent")  # batch states still waiting for the hub's answer
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,14 @@ class Outbox:
         self.db.execute("PRAGMA synchronous=FULL")  # an outbox commit must survive power loss
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
+        if self._missing_columns():
+            with self.tx():  # under the write lock (and looked at again): several processes may open it at once
+                for table, column, declaration in self._missing_columns():
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+    def _missing_columns(self) -> list[tuple[str, str, str]]:
+        return [(table, column, declaration) for table, column, declaration in ADDED_COLUMNS
+                if column not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}]
 
     def close(self) -> None:
         self.db.close()
@@ -259,24 +275,95 @@ class Outbox:
         row = self.db.execute("SELECT seq, header_hash FROM chain WHERE id = 1").fetchone()
         return (row[0], row[1]) if row else (0, None)
 
-    def seal(self, record_ids: Sequence[int], build: Any) -> tuple[str, bytes] | None:
-        """Build (sign) the next batch of the node's chain from these records and store it, atomically.
+    def seal(self, record_ids: Sequence[int], build: Any) -> tuple[str, bytes]:
+        """Build (sign) the next batch of the node's chain from these pending records and store it, atomically.
 
         `build(seq, prev)` returns a protocol Batch. Returns (batch_id, bytes).
         """
         with self.tx() as db:
-            row = db.execute("SELECT seq, header_hash FROM chain WHERE id = 1").fetchone()
-            seq, prev = (row[0], row[1]) if row else (0, None)
-            batch = build(seq + 1, prev)
-            body = batch.to_bytes()
-            db.execute("INSERT INTO batches(batch_id, seq, body, header_hash, records, created, state) "
-                       "VALUES (?, ?, ?, ?, ?, ?, 'ready')",
-                       (batch.header.batch_id, seq + 1, body, batch.header_hash, len(record_ids), utc_now()))
-            db.executemany("UPDATE records SET state = 'batched', batch_id = ? WHERE id = ? AND state = 'pending'",
-                           [(batch.header.batch_id, i) for i in record_ids])
-            db.execute("INSERT INTO chain(id, seq, header_hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                       "seq = excluded.seq, header_hash = excluded.header_hash", (seq + 1, batch.header_hash))
+            return self._seal(db, record_ids, build, "pending")
+
+    def _seal(self, db: sqlite3.Connection, record_ids: Sequence[int], build: Any, from_state: str) -> tuple[str, bytes]:
+        row = db.execute("SELECT seq, header_hash FROM chain WHERE id = 1").fetchone()
+        seq, prev = (row[0], row[1]) if row else (0, None)
+        batch = build(seq + 1, prev)
+        body = batch.to_bytes()
+        db.execute("INSERT INTO batches(batch_id, seq, body, header_hash, records, created, state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, 'ready')",
+                   (batch.header.batch_id, seq + 1, body, batch.header_hash, len(record_ids), utc_now()))
+        db.executemany("UPDATE records SET state = 'batched', batch_id = ?, settled = NULL WHERE id = ? AND state = ?",
+                       [(batch.header.batch_id, i, from_state) for i in record_ids])
+        db.execute("INSERT INTO chain(id, seq, header_hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                   "seq = excluded.seq, header_hash = excluded.header_hash", (seq + 1, batch.header_hash))
         return batch.header.batch_id, body
+
+    # -- refusals -------------------------------------------------------------------------
+
+    def refused_batch(self, batch_id: str | None, body_hash: str) -> dict[str, Any] | None:
+        """The batch a refusal answers: by its id, or (when the hub could not read the header) by its bytes."""
+        if batch_id is not None:
+            return self.batch(batch_id)
+        for found_id, body in self.db.execute(
+                f"SELECT batch_id, body FROM batches WHERE state IN {UNSETTLED} ORDER BY seq").fetchall():
+            if hashlib.sha256(body).hexdigest() == body_hash:
+                return self.batch(found_id)
+        return None
+
+    def batch_lines(self, batch_id: str) -> list[tuple[int, str, int, bytes]]:
+        """A batch's records as `pending` gives them: (id, type, schema_version, line)."""
+        return self.db.execute("SELECT id, type, schema_version, line FROM records WHERE batch_id = ? ORDER BY id",
+                               (batch_id,)).fetchall()
+
+    def reseal(self, batch_id: str, refusal: bytes, detail: str, build: Any) -> tuple[str, bytes]:
+        """Seal a refused batch's records again as a new batch (`build(seq, prev)` signs it with the current key)."""
+        with self.tx() as db:
+            state = db.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()[0]
+            members = [r[0] for r in self.batch_lines(batch_id)]
+            new_id, body = self._seal(db, members, build, "refused" if state == "refused" else "batched")
+            db.execute("UPDATE batches SET state = 'resealed', refusal = ?, resealed_as = ?, alert = ? "
+                       "WHERE batch_id = ?", (refusal, new_id, detail, batch_id))
+            db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND batch_id = ?",
+                       (utc_now(), batch_id))
+        return new_id, body
+
+    def refuse(self, batch_id: str, refusal: bytes, reason: str, message_zh: str, message_en: str) -> int:
+        """The hub will never accept this batch as it is: its records wait, visibly, with the hub's reason."""
+        now = utc_now()
+        error = json.dumps([{"path": "", "rule": reason, "message_zh": f"批次被交换中心拒收：{message_zh}",
+                             "message_en": f"batch refused by the hub: {message_en}", "value": None}],
+                           ensure_ascii=False)
+        members = self.batch_records(batch_id)
+        with self.tx() as db:
+            db.execute("UPDATE batches SET state = 'refused', refusal = ?, alert = ? WHERE batch_id = ?",
+                       (refusal, f"{reason}: {message_en}", batch_id))
+            db.execute("UPDATE records SET state = 'refused', settled = ? WHERE batch_id = ?", (now, batch_id))
+            db.executemany("INSERT INTO rejections(stream, origin, locator, record_id, type, errors, at, batch_id) "
+                           "VALUES (?, 'hub', ?, ?, NULL, ?, ?, ?)",
+                           [(stream, locator, record_id, error, now, batch_id)
+                            for _, record_id, stream, locator in members])
+            db.execute("INSERT INTO alerts(at, kind, batch_id, detail) VALUES (?, 'batch_refused', ?, ?)",
+                       (now, batch_id, f"{reason}: {message_en}"))
+        return len(members)
+
+    def refused_batches(self) -> list[dict[str, Any]]:
+        """Batches the hub refused whose records still wait: batch_id, seq, records, alert, body, refusal."""
+        cur = self.db.execute("SELECT batch_id, seq, records, alert, body, refusal FROM batches "
+                              "WHERE state = 'refused' ORDER BY seq")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def retry_refused(self) -> tuple[int, int]:
+        """People fixed the cause: refused records go back to pending (sealed anew). Returns (batches, records)."""
+        now = utc_now()
+        with self.tx() as db:
+            ids = [r[0] for r in db.execute("SELECT batch_id FROM batches WHERE state = 'refused'").fetchall()]
+            moved = 0
+            for batch_id in ids:
+                moved += db.execute("UPDATE records SET state = 'pending', batch_id = NULL, settled = NULL "
+                                    "WHERE batch_id = ? AND state = 'refused'", (batch_id,)).rowcount
+                db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND batch_id = ?", (now, batch_id))
+            db.executemany("UPDATE batches SET state = 'retried' WHERE batch_id = ?", [(b,) for b in ids])
+        return len(ids), moved
 
     def due(self, receipt_timeout: float, limit: int) -> list[tuple[str, bytes, int]]:
         """Batches to publish now: never sent, or sent and unreceipted past the timeout. (id, body, attempts)"""
@@ -293,7 +380,7 @@ class Outbox:
     def mark_sent(self, batch_id: str) -> None:
         with self.tx() as db:
             db.execute("UPDATE batches SET state = 'sent', attempts = attempts + 1, last_sent = ? "
-                       "WHERE batch_id = ? AND state != 'receipted'", (time.time(), batch_id))
+                       f"WHERE batch_id = ? AND state IN {UNSETTLED}", (time.time(), batch_id))
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         cur = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
@@ -321,6 +408,8 @@ class Outbox:
             settled.append((state, now, row_id))
         with self.tx() as db:
             db.executemany("UPDATE records SET state = ?, settled = ? WHERE id = ?", settled)
+            # a batch refused before and receipted now (the hub's cause was fixed): its refusal is history
+            db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND batch_id = ?", (now, batch_id))
             for line, record_id, errors in rejected:
                 member = by_line.get(line)
                 db.execute("INSERT INTO rejections(stream, origin, locator, record_id, type, errors, at, batch_id) "
@@ -355,7 +444,9 @@ class Outbox:
     def counts(self) -> dict[str, int]:
         out = dict(self.db.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall())
         out["batches_unreceipted"] = self.db.execute(
-            "SELECT COUNT(*) FROM batches WHERE state != 'receipted'").fetchone()[0]
+            f"SELECT COUNT(*) FROM batches WHERE state IN {UNSETTLED}").fetchone()[0]
+        out["batches_refused"] = self.db.execute(
+            "SELECT COUNT(*) FROM batches WHERE state = 'refused'").fetchone()[0]
         out["rejections_open"] = self.db.execute(
             "SELECT COUNT(*) FROM rejections WHERE resolved IS NULL").fetchone()[0]
         out["alerts"] = self.db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]

@@ -113,7 +113,7 @@ class NodeService:
         await asyncio.gather(*tasks)
 
     async def _until_delivered(self) -> int:
-        """--once: after one full read, wait for every record's receipt, then report."""
+        """--once: after one full read, wait for every record's receipt (or the hub's refusal), then report."""
         assert self.delivery is not None
         deadline = time.time() + self.timeout if self.timeout else None
         await self.collected.wait()
@@ -121,6 +121,10 @@ class NodeService:
             counts = await self.delivery.db(self.delivery.outbox.counts)
             waiting = counts.get("pending", 0) + counts.get("batched", 0)
             if waiting == 0 and counts["batches_unreceipted"] == 0:
+                refused = await self.delivery.db(self.delivery.outbox.refused_batches)
+                if refused:
+                    print(_refused_report(refused, counts), file=sys.stderr)
+                    return 1
                 print(_summary(counts), file=sys.stderr)
                 return 0
             rewritten = self.delivery.history_rewritten
@@ -132,6 +136,9 @@ class NodeService:
                     print("the hub's ledger does not extend the checkpoint this node verified before: its receipt "
                           "was refused and the records stay in the outbox; tell the hub operator 交换中心账本与本节点"
                           f"已验证的检查点不一致，回执已拒收，请联系交换中心 ({rewritten})", file=sys.stderr)
+                refused = await self.delivery.db(self.delivery.outbox.refused_batches)
+                if refused:
+                    print(_refused_report(refused, counts), file=sys.stderr)
                 for a in alerts:
                     print(f"  alert {a['kind']}: {a['detail']}", file=sys.stderr)
                 return 1
@@ -179,17 +186,30 @@ class NodeService:
     async def _healthz(self, request: web.Request) -> web.Response:
         assert self.delivery is not None
         counts = await self.delivery.db(self.delivery.outbox.counts)
+        refused = await self.delivery.db(self.delivery.outbox.refused_batches)
         body: dict[str, Any] = {
-            "status": "ok" if not self.delivery.broker_error else "degraded",
+            "status": "degraded" if self.delivery.broker_error or refused else "ok",
             "dept": self.cfg.node.dept, "node": self.cfg.node.node_id,
             "broker": "connected" if not self.delivery.broker_error else self.delivery.broker_error,
             "outbox": counts, "last_source_error": self.collector.last_error if self.collector else None,
+            # batches the hub refused whose records wait for people to fix the cause (then `cx node retry`)
+            "refused": [{"batch_id": b["batch_id"], "records": b["records"], "reason": b["alert"]} for b in refused],
             "uptime_seconds": round(time.time() - self.started),
         }
         return web.json_response(body, status=200)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _refused_report(refused: list[dict[str, Any]], counts: dict[str, int]) -> str:
+    """What --once says about refused batches: each batch and the hub's reason, and what to do."""
+    lines = [f"拒收 REFUSED: the hub refused {len(refused)} batch(es) holding {counts.get('refused', 0):,} record(s); "
+             "nothing of them was stored 交换中心拒收了以下批次，其中记录均未入库:"]
+    lines += [f"  batch {b['batch_id']} ({b['records']} records): {b['alert']}" for b in refused]
+    lines.append("fix the cause (see the reason; tell the hub operator if it is theirs), then run `cx node retry` "
+                 "排除原因后运行 cx node retry 重新发送")
+    return "\n".join(lines)
 
 
 def _summary(counts: dict[str, int]) -> str:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from . import jsonutil
@@ -38,6 +39,18 @@ HEX256 = re.compile(r"^[0-9a-f]{64}\Z")
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z\Z")  # ASCII digits only
 OPS = ("upsert", "retract")
+
+# A record id: 1-200 code points, none of them a control character, a space other than U+0020, an invisible or
+# bidirectional formatting character, a surrogate, a private-use character or a noncharacter of the Basic
+# Multilingual Plane. An explicit list, so that a node in any language (with Unicode code-point regular
+# expressions) draws the same line; schemas/record-line.v1.json states the same pattern.
+RECORD_ID_MAX = 200
+RECORD_ID_FORBIDDEN = ("\x00-\x1f\x7f-\xa0\xad\u061c\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000"
+                       "\ud800-\udfff\ue000-\uf8ff\ufdd0-\ufdef\ufeff\ufff9-\ufffb\ufffe\uffff")
+RECORD_ID = re.compile(f"[^{RECORD_ID_FORBIDDEN}]{{1,{RECORD_ID_MAX}}}\\Z")
+# `source` values the hub keeps in columns of their own, and the most code points each may hold;
+# `extracted`, when given, is a timestamp (see `is_timestamp`)
+SOURCE_MAX = {"adapter": 64, "locator": 500, "entered_by": 100}
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,22 @@ def parse_time(text: str) -> datetime:
     if not isinstance(text, str) or not TIMESTAMP.match(text):
         raise ValueError(f"not a UTC timestamp like 2026-01-02T03:04:05.678Z: {text!r}")
     return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
+
+
+def is_timestamp(value: Any) -> bool:
+    """A protocol timestamp: the TIMESTAMP form, and a real instant (year 0001-9999, no leap second)."""
+    return isinstance(value, str) and len(value) <= 32 and _is_timestamp(value)
+
+
+@lru_cache(maxsize=4096)  # a batch's records mostly share one `extracted` time; keys are at most 32 characters
+def _is_timestamp(text: str) -> bool:
+    if not TIMESTAMP.match(text):
+        return False
+    try:
+        parse_time(text)
+    except ValueError:  # matches the pattern but is no real instant: 2026-02-30, month 13, second 60, year 0000
+        return False
+    return True
 
 
 def b64encode(data: bytes) -> str:
@@ -128,20 +157,22 @@ class BatchHeader:
 
         if not isinstance(obj, dict):
             raise bad("the header is not a JSON object")
-        if not _is_int(obj.get("v")) or obj.get("v") != FORMAT_VERSION:
-            raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"batch format version {obj.get('v')!r}")
+        if "v" not in obj:
+            raise bad("header fields wrong: missing ['v']")
+        if not _is_int(obj["v"]) or obj["v"] != FORMAT_VERSION:
+            raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"batch format version {str(obj['v'])[:40]!r}")
         expected = {"v", "batch_id", "dept", "node", "key_id", "seq", "prev", "created", "count", "root", "schemas"}
         if set(obj) != expected:
             extra, missing = sorted(set(obj) - expected), sorted(expected - set(obj))
             raise bad(f"header fields wrong: missing {missing}, unknown {extra}")
         checks: list[tuple[str, bool]] = [
-            ("batch_id", _is_uuid(obj["batch_id"])),
+            ("batch_id", is_uuid(obj["batch_id"])),
             ("dept", _matches(DEPT_ID, obj["dept"])),
             ("node", _matches(NODE_ID, obj["node"])),
             ("key_id", _matches(KEY_ID, obj["key_id"])),
             ("seq", _is_int(obj["seq"]) and 1 <= obj["seq"] < 2**53),
             ("prev", obj["prev"] is None if obj["seq"] == 1 else _matches(HEX256, obj["prev"])),
-            ("created", _matches(TIMESTAMP, obj["created"])),
+            ("created", is_timestamp(obj["created"])),
             ("count", _is_int(obj["count"]) and obj["count"] >= 0),
             ("root", _matches(HEX256, obj["root"])),
             ("schemas", isinstance(obj["schemas"], dict) and all(
@@ -165,7 +196,7 @@ def _matches(pattern: re.Pattern[str], value: Any) -> bool:
     return isinstance(value, str) and pattern.match(value) is not None
 
 
-def _is_uuid(value: Any) -> bool:
+def is_uuid(value: Any) -> bool:
     if not isinstance(value, str) or len(value) != 36:
         return False
     try:
@@ -217,24 +248,45 @@ class RecordLine:
         if set(obj) != expected:
             extra, missing = sorted(set(obj) - expected), sorted(expected - set(obj))
             raise bad(f"record line fields wrong: missing {missing}, unknown {extra}")
-        rid = obj["record_id"]
-        if not isinstance(rid, str) or not 1 <= len(rid) <= 200 or not rid.isprintable():
-            raise bad(f"record_id must be 1-200 printable characters: {str(rid)[:80]!r}")
-        if not _matches(TYPE_NAME, obj["type"]):
-            raise bad(f"type is invalid: {str(obj['type'])[:80]!r}")
-        if not (_is_int(obj["schema_version"]) and 1 <= obj["schema_version"] < 1000):
-            raise bad(f"schema_version is invalid: {str(obj['schema_version'])[:40]!r}")
-        source = obj["source"]
-        if not isinstance(source, dict) or not all(isinstance(v, (str, type(None))) for v in source.values()):
-            raise bad("source must be an object of strings")
-        if op == "upsert" and not isinstance(obj["data"], dict):
-            raise bad("data must be an object")
-        if op == "retract" and not (isinstance(obj["reason"], str) and obj["reason"].strip()):
-            raise bad("a retraction must give its reason")
-        return cls(
-            record_id=rid, type=obj["type"], schema_version=obj["schema_version"], op=op,
-            data=obj.get("data"), source=source, reason=obj.get("reason"),
+        record = cls(
+            record_id=obj["record_id"], type=obj["type"], schema_version=obj["schema_version"], op=op,
+            data=obj.get("data"), source=obj["source"], reason=obj.get("reason"),
         )
+        record.check()
+        return record
+
+    def check(self) -> None:
+        """Raise BAD_RECORD unless every field keeps its rule (the parser's check; a node runs it before sealing)."""
+        def bad(detail: str) -> ProtocolError:
+            return ProtocolError(Reason.BAD_RECORD, detail)
+
+        rid = self.record_id
+        if not isinstance(rid, str) or not RECORD_ID.match(rid):
+            raise bad(f"record_id must be 1-{RECORD_ID_MAX} characters, none of them a control, space other than "
+                      f"U+0020, invisible, private-use or noncharacter: {str(rid)[:80]!r}")
+        if not _matches(TYPE_NAME, self.type):
+            raise bad(f"type is invalid: {str(self.type)[:80]!r}")
+        if not (_is_int(self.schema_version) and 1 <= self.schema_version < 1000):
+            raise bad(f"schema_version is invalid: {str(self.schema_version)[:40]!r}")
+        source = self.source
+        if not isinstance(source, dict):
+            raise bad("source must be an object of strings")
+        for name, value in source.items():  # one pass: the type, and the bound of a value the hub keeps
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise bad("source must be an object of strings")
+            longest = SOURCE_MAX.get(name)
+            if longest is not None and len(value) > longest:
+                raise bad(f"source.{name} is {len(value)} characters, at most {longest}")
+        extracted = source.get("extracted")
+        if extracted is not None and not is_timestamp(extracted):
+            raise bad(f"source.extracted must be a UTC timestamp like 2026-01-02T03:04:05.678Z that exists: "
+                      f"{extracted[:40]!r}")
+        if self.op == "upsert" and not isinstance(self.data, dict):
+            raise bad("data must be an object")
+        if self.op == "retract" and not (isinstance(self.reason, str) and self.reason.strip()):
+            raise bad("a retraction must give its reason")
 
 
 def parse_record_line(line: bytes, limits: Limits = DEFAULT_LIMITS) -> RecordLine:

@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import jsonutil
-from .envelope import DEPT_ID, KEY_ID, NODE_ID, TIMESTAMP, parse_signature_line, signature_line, utc_now
+from .envelope import DEPT_ID, KEY_ID, NODE_ID, is_timestamp, parse_signature_line, signature_line, utc_now
 from .errors import ProtocolError, Reason
 from .keys import PublicKey, SigningKey
 
 HEARTBEAT_FORMAT = "cx-heartbeat/1"
 MAX_HEARTBEAT_BYTES = 256 * 1024
+MAX_HEARTBEAT_VERSION = 40  # characters of the node's software version
+MAX_PENDING_SECONDS = 2**31  # what the hub's integer column holds (68 years)
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,11 @@ class Heartbeat:
             age = obj["oldest_pending_seconds"]
             rejections, alerts = obj.get("rejections", {}), obj.get("alerts", {})
             ok = (obj["format"] == HEARTBEAT_FORMAT and DEPT_ID.match(obj["dept"]) and NODE_ID.match(obj["node"])
-                  and KEY_ID.match(obj["key_id"]) and TIMESTAMP.match(obj["time"])
-                  and isinstance(obj["version"], str) and len(obj["version"]) <= 40
+                  and KEY_ID.match(obj["key_id"]) and is_timestamp(obj["time"])
+                  and isinstance(obj["version"], str) and len(obj["version"]) <= MAX_HEARTBEAT_VERSION
                   and _count(obj["outbox_depth"])
-                  and (age is None or (isinstance(age, (int, float)) and not isinstance(age, bool) and 0 <= age < 1e10))
+                  and (age is None or (isinstance(age, (int, float)) and not isinstance(age, bool)
+                                     and 0 <= age < MAX_PENDING_SECONDS))
                   and (obj["last_error"] is None or isinstance(obj["last_error"], str))
                   and _counts(obj["inventory"])
                   and isinstance(rejections, dict) and all(_counts(rules) for rules in rejections.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from .errors import ProtocolError, Reason
@@ -36,6 +37,46 @@ def _float(text: str) -> float:
     return value
 
 
+# U+0000 and a lone surrogate can only reach a decoded string through a \\u escape: a text without one needs
+# no scan. With one, the escape itself says whether it may be one of them (\\u0000, \\uD800-\\uDFFF).
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+# json decodes a valid surrogate pair into one astral character, so a surrogate left in a string is lone
+_BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def bad_character(value: Any) -> str | None:
+    """The first string (key or value) holding U+0000 or a lone surrogate, escaped for messages; else None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _BAD_CHARACTER.search(item):
+                return escape_bad_characters(item[:80])
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def escape_bad_characters(text: str) -> str:
+    """The text with U+0000 and lone surrogates written as \\u escapes: safe to store, log and sign."""
+    return _BAD_CHARACTER.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def suspect(data: bytes) -> bool:
+    """Whether a JSON text's bytes may decode to U+0000 or a lone surrogate (C-speed search; usually False)."""
+    return b"\\u" in data and _SUSPECT_ESCAPE.search(data) is not None
+
+
+def refuse_bad_characters(value: Any, what: str = "JSON") -> None:
+    """Raise BAD_CHARACTER if a decoded value holds U+0000 or a lone surrogate (no store can keep either)."""
+    found = bad_character(value)
+    if found is not None:
+        raise ProtocolError(Reason.BAD_CHARACTER, f"{what}: U+0000 or a lone surrogate in '{found}'")
+
+
 _decoder = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_constant, parse_float=_float)
 
 
@@ -59,7 +100,8 @@ def depth(value: Any, limit: int) -> int:
 
 
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, what: str = "JSON") -> Any:
-    """Decode one JSON text: UTF-8 only, no duplicate keys, no NaN/Infinity, bounded depth."""
+    """Decode one JSON text: UTF-8 only, no duplicate keys, no NaN/Infinity, no U+0000 or lone surrogates,
+    bounded depth."""
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -82,6 +124,9 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH, what: str = "JSON") 
     # counting brackets (C speed) bounds the depth, so most lines skip the walk
     if openers > max_depth and depth(value, max_depth) > max_depth:
         raise ProtocolError(Reason.TOO_DEEP, f"{what}: nested deeper than {max_depth}")
+    # a str may also carry a raw lone surrogate, which bytes cannot
+    if suspect(data) if isinstance(data, bytes) else ("\\u" in text or _BAD_CHARACTER.search(text)):
+        refuse_bad_characters(value, what)
     return value
 
 

@@ -1,4 +1,4 @@
-"""The hub's signed statements: ledger checkpoints and batch receipts."""
+"""The hub's signed statements: ledger checkpoints, batch receipts and batch refusals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 from . import jsonutil
 from .envelope import (
-    DEPT_ID, HEX256, KEY_ID, TIMESTAMP, b64decode, b64encode, parse_signature_line, signature_line, utc_now,
+    DEPT_ID, HEX256, KEY_ID, is_uuid, b64decode, b64encode, is_timestamp, parse_signature_line, signature_line,
+    utc_now,
 )
 from .errors import ProtocolError, Reason
 from .keys import PublicKey, SigningKey
@@ -16,6 +17,10 @@ from .merkle import verify_consistency
 
 CHECKPOINT_FORMAT = "cx-checkpoint/1"
 RECEIPT_FORMAT = "cx-receipt/1"
+REFUSAL_FORMAT = "cx-refusal/1"
+MAX_RECEIPT_BYTES = 64 * 1024 * 1024
+MAX_REFUSAL_BYTES = 64 * 1024
+MAX_REFUSAL_DETAIL = 2000  # characters of each detail text
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Checkpoint:
         ok = (isinstance(obj["dept"], str) and DEPT_ID.match(obj["dept"])
               and isinstance(obj["size"], int) and not isinstance(obj["size"], bool) and obj["size"] >= 0
               and isinstance(obj["root"], str) and HEX256.match(obj["root"])
-              and isinstance(obj["time"], str) and TIMESTAMP.match(obj["time"])
+              and is_timestamp(obj["time"])
               and isinstance(obj["key_id"], str) and KEY_ID.match(obj["key_id"])
               and isinstance(obj["sig"], str))
         if not ok:
@@ -158,18 +163,9 @@ class Receipt:
         return self.body + b"\n" + signature_line(self.signature) + b"\n"
 
     @classmethod
-    def parse(cls, data: bytes, hub_key: PublicKey, max_bytes: int = 64 * 1024 * 1024) -> Receipt:
+    def parse(cls, data: bytes, hub_key: PublicKey, max_bytes: int = MAX_RECEIPT_BYTES) -> Receipt:
         """Read and verify a receipt: the hub's signature over the body, then its checkpoint."""
-        if len(data) > max_bytes:
-            raise ProtocolError(Reason.TOO_LARGE, f"receipt of {len(data)} bytes")
-        parts = data.split(b"\n")
-        if len(parts) != 3 or parts[2] != b"":
-            raise ProtocolError(Reason.BAD_FRAMING, "a receipt is a body line and a signature line")
-        body, sig_line = parts[0], parts[1]
-        sig = parse_signature_line(sig_line)
-        if not hub_key.verify(sig, body):
-            raise ProtocolError(Reason.BAD_SIGNATURE, "the receipt signature does not verify with the hub key")
-        obj = jsonutil.loads(body, what="receipt")
+        body, sig, obj = read_signed(data, hub_key, max_bytes, "receipt")
         try:
             if obj["format"] != RECEIPT_FORMAT:
                 raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"receipt format {obj['format']!r}")
@@ -186,3 +182,82 @@ class Receipt:
         if receipt.checkpoint.dept != receipt.dept:
             raise ProtocolError(Reason.BAD_RECEIPT, "the checkpoint is for another department")
         return receipt
+
+
+def read_signed(data: bytes, hub_key: PublicKey, max_bytes: int, what: str) -> tuple[bytes, bytes, Any]:
+    """A statement of the hub, two lines (body, signature line): check size, framing and the signature with the
+    pinned key, and only then parse the body. Returns (body, signature, the parsed body)."""
+    if len(data) > max_bytes:
+        raise ProtocolError(Reason.TOO_LARGE, f"{what} of {len(data)} bytes")
+    parts = data.split(b"\n")
+    if len(parts) != 3 or parts[2] != b"":
+        raise ProtocolError(Reason.BAD_FRAMING, f"a {what} is a body line and a signature line")
+    body, sig = parts[0], parse_signature_line(parts[1])
+    if not hub_key.verify(sig, body):
+        raise ProtocolError(Reason.BAD_SIGNATURE, f"the {what} signature does not verify with the hub key")
+    return body, sig, jsonutil.loads(body, what=what)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The hub's answer to a batch it quarantined: nothing of it was stored, and why. Two lines, like a receipt.
+
+    Sent to the department the broker vouches for (its user published the batch), so a node can stop
+    resending bytes that will never be accepted and act on the reason.
+    """
+
+    dept: str
+    batch_id: str | None  # None when the header could not be read
+    header_hash: str | None  # SHA-256 hex of the header line, when the header could be read
+    body_hash: str  # SHA-256 hex of the whole message as the hub received it
+    reason: str  # a reason code (section "Reason codes" of docs/protocol.md)
+    detail_zh: str
+    detail_en: str
+    received: str
+    hub_key_id: str
+    body: bytes = field(default=b"", compare=False)
+    signature: bytes = field(default=b"", compare=False)
+
+    def body_json(self) -> dict[str, Any]:
+        return {
+            "format": REFUSAL_FORMAT, "dept": self.dept, "batch_id": self.batch_id,
+            "header_hash": self.header_hash, "body_hash": self.body_hash, "reason": self.reason,
+            "detail_zh": self.detail_zh, "detail_en": self.detail_en, "received": self.received,
+            "hub_key_id": self.hub_key_id,
+        }
+
+    @classmethod
+    def issue(cls, key: SigningKey, *, dept: str, batch_id: str | None, header_hash: str | None, body_hash: str,
+              reason: str, detail_zh: str, detail_en: str, received: str | None = None) -> Refusal:
+        draft = cls(dept, batch_id, header_hash, body_hash, reason,
+                    jsonutil.escape_bad_characters(detail_zh[:MAX_REFUSAL_DETAIL]),
+                    jsonutil.escape_bad_characters(detail_en[:MAX_REFUSAL_DETAIL]), received or utc_now(), key.key_id)
+        body = jsonutil.dumps(draft.body_json())
+        return cls(**{**draft.__dict__, "body": body, "signature": key.sign(body)})
+
+    def to_bytes(self) -> bytes:
+        return self.body + b"\n" + signature_line(self.signature) + b"\n"
+
+    @classmethod
+    def parse(cls, data: bytes, hub_key: PublicKey) -> Refusal:
+        """Read and verify a refusal: the hub's signature over the body, then its fields."""
+        body, sig, obj = read_signed(data, hub_key, MAX_REFUSAL_BYTES, "refusal")
+        if not isinstance(obj, dict):
+            raise ProtocolError(Reason.BAD_RECEIPT, "a refusal body is a JSON object")
+        if obj.get("format") != REFUSAL_FORMAT:
+            raise ProtocolError(Reason.UNSUPPORTED_VERSION, f"refusal format {str(obj.get('format'))[:40]!r}")
+        fields = {"format", "dept", "batch_id", "header_hash", "body_hash", "reason", "detail_zh", "detail_en",
+                  "received", "hub_key_id"}
+        ok = (set(obj) == fields and isinstance(obj["dept"], str) and DEPT_ID.match(obj["dept"])
+              and (obj["batch_id"] is None or is_uuid(obj["batch_id"]))
+              and (obj["header_hash"] is None or (isinstance(obj["header_hash"], str) and HEX256.match(obj["header_hash"])))
+              and isinstance(obj["body_hash"], str) and HEX256.match(obj["body_hash"])
+              and isinstance(obj["reason"], str) and 0 < len(obj["reason"]) <= 40
+              and isinstance(obj["detail_zh"], str) and isinstance(obj["detail_en"], str)
+              and is_timestamp(obj["received"]) and isinstance(obj["hub_key_id"], str))
+        if not ok:
+            raise ProtocolError(Reason.BAD_RECEIPT, "refusal fields are missing or wrong")
+        if obj["hub_key_id"] != hub_key.key_id:
+            raise ProtocolError(Reason.KEY_ID_MISMATCH, "refusal names another hub key")
+        return cls(obj["dept"], obj["batch_id"], obj["header_hash"], obj["body_hash"], obj["reason"],
+                   obj["detail_zh"], obj["detail_en"], obj["received"], obj["hub_key_id"], body, sig)

@@ -28,6 +28,14 @@ CHINA = timezone(timedelta(hours=8))  # Asia/Shanghai has had no daylight saving
 DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 DECIMAL = re.compile(r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,6})?\Z")
 REGION = re.compile(r"^[1-8][0-9]{5}\Z")
+# The producing authority of a record (谁产生): the first of these data fields that is a string
+AUTHORITY_FIELDS = ("authority", "court", "arbitration_body", "registration_authority", "conferred_by")
+# Data fields the hub keeps in columns of their own (provenance, search) and the most code points each may
+# hold. Every record type's schema must bound them at least this tightly: `SchemaRegistry` refuses to
+# compile one that does not, so no valid record can hold a value the hub's store cannot keep.
+KEPT_DATA_FIELDS = {"subject_name": 200, "uscc": 18, "authority_uscc": 18, "entered_by": 100,
+                    **{name: 200 for name in AUTHORITY_FIELDS}}
+FORMAT_LENGTHS = {"uscc": 18}  # formats that fix a value's length
 PROVINCES = {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46,
              50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82}
 
@@ -281,6 +289,8 @@ class SchemaRegistry:
         titles, personal, formats = {}, set(), {}
         for name, prop in doc["properties"].items():
             resolved = _resolve(resolver, prop)
+            if name in KEPT_DATA_FIELDS:
+                _check_kept(type_, version, name, resolved)
             titles[name] = prop.get("title") or resolved.get("title") or name
             if resolved.get("x-personal"):
                 personal.add(name)
@@ -304,6 +314,14 @@ class SchemaRegistry:
         if record.op == "retract":
             return []
         return schema.check(record.data, today)
+
+
+def _check_kept(type_: str, version: int, name: str, schema: Mapping[str, Any]) -> None:
+    """A field the hub keeps in a column must be a string no longer than the column (KEPT_DATA_FIELDS)."""
+    longest = FORMAT_LENGTHS.get(schema.get("format"), schema.get("maxLength"))
+    if schema.get("type") != "string" or longest is None or longest > KEPT_DATA_FIELDS[name]:
+        raise ValueError(f"schema {type_} v{version}: field {name!r} must be a string of at most "
+                         f"{KEPT_DATA_FIELDS[name]} characters (the hub keeps it in a column of that size)")
 
 
 def _dereference(schema: Any, resolver: Any) -> Any:
