@@ -129,7 +129,10 @@ def records_chart(daily: list[tuple[str, int, int]]) -> Markup:
                   label_font_size=11, major_label_font_size=11, legend_font_size=12)
     chart = pygal.StackedBar(style=style, width=900, height=260, show_legend=True, legend_at_bottom=True,
                              x_label_rotation=0, show_minor_x_labels=False, js=[], disable_xml_declaration=True,
-                             margin=8, spacing=6, print_values=False, explicit_size=False, min_scale=2)
+                             margin=8, spacing=6, print_values=False, explicit_size=False, truncate_label=-1,
+                             value_formatter=lambda v: f"{v:,.0f}", show_y_guides=True, y_labels_major_every=None)
+    if not any(a or r for _, a, r in daily):
+        chart.range = (0, 10)  # an empty month: whole numbers, not 0.1 … 1
     chart.x_labels = [day[5:] for day, _, _ in daily]
     chart.x_labels_major = [day[5:] for i, (day, _, _) in enumerate(daily) if i % 5 == 4 or i == len(daily) - 1]
     chart.add(_("accepted"), [a for _, a, _ in daily])
