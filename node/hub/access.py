@@ -135,8 +135,9 @@ STORE = web.AppKey("store", Store)
 TRAIL = web.AppKey("trail", Trail)
 SETTINGS = web.AppKey("access_settings", object)
 
-PRINCIPAL = "cx_principal"  # request keys
-NOTE = "cx_trail_note"
+PRINCIPAL = web.RequestKey("cx_principal", Principal)
+NOTE = web.RequestKey("cx_trail_note", dict)  # what the handler adds to the request's trail entry
+EXPIRED = web.RequestKey("cx_session_expired", bool)
 
 
 def route(app: web.Application, method: str, path: str, handler: Handler, permission: Permission, *,
@@ -257,7 +258,7 @@ async def identify(request: web.Request) -> Principal:
     if now - seen > settings.idle_seconds or now - started > settings.max_seconds:
         session.invalidate()
         note(request, detail="session expired")
-        request["cx_expired"] = True
+        request[EXPIRED] = True
         return ANONYMOUS
     account = await asyncio.to_thread(get_user, store, name)
     if account is None or account.disabled_at or account.password_changed != session.get("pw"):
@@ -344,7 +345,7 @@ async def _refusal(request: web.Request, denied: Denied) -> web.StreamResponse:
             response.headers["WWW-Authenticate"] = 'Bearer realm="cx-hub"'
         return response
     if denied.status == 401:
-        target = "/login" + ("?expired=1&" if request.get("cx_expired") else "?") + "next=" + _quote(request.path_qs)
+        target = "/login" + ("?expired=1&" if request.get(EXPIRED) else "?") + "next=" + _quote(request.path_qs)
         raise web.HTTPSeeOther(target)
     from .console import render  # pages are the console's; this module only decides
 

@@ -440,7 +440,7 @@ def check_proof(store: Store, dept: str, record_id: str, version: str | None, hu
     def step(name: str, fn: Any) -> bool:
         try:
             detail = fn()
-            steps.append({"step": name, "ok": True, "detail": detail or ""})
+            steps.append({"step": name, "ok": True, "detail": detail or "", "reason": None})
             return True
         except (ProtocolError, LookupError, ValueError) as exc:
             steps.append({"step": name, "ok": False, "detail": getattr(exc, "detail", None) or str(exc),
