@@ -95,8 +95,7 @@ password_file = "broker.password"
 [api]
 listen = "127.0.0.1:{free_port()}"
 [console]
-trail_flush_seconds = 0.2
-{console}
+{console if "trail_flush_seconds" in console else "trail_flush_seconds = 0.2" + chr(10) + console}
 """)
     cfg = HubConfig.load(base / "hub.toml")
     store = Store(cfg.store_url)
