@@ -75,7 +75,7 @@ LANG_COOKIE = "cx_lang"
 @dataclass(frozen=True)
 class Rule:
     permission: Permission
-    trail: str | None = None  # the action recorded for every request of the route, e.g. "view", "download"
+    trail: str | None = None  # the action recorded for every request, e.g. "view", "key_{action}" (from the URL)
 
 
 @dataclass(frozen=True)
@@ -329,11 +329,15 @@ def _trail(request: web.Request, rule: Rule | None, principal: Principal, status
     refused = status == 403 or (status == 401 and "Authorization" in request.headers)
     if not (rule and rule.trail) and principal.via != "token" and not refused and "action" not in extra:
         return
+    if request.headers.get(REFRESH_HEADER) and not refused and principal.via != "token":
+        return  # an open page refreshing its figures: its first view was recorded
     outcome = extra.get("outcome") or ("ok" if status < 400 else "denied" if status in (401, 403)
                                        else "not_found" if status == 404 else "error")
+    principal = request.get(PRINCIPAL, principal)  # a log-in changes who it is
     trail: Trail = request.app[TRAIL]
     trail.record(actor=extra.get("actor") or principal.name, role=principal.label(),
-                 action=extra.get("action") or (rule.trail if rule and rule.trail else "api"),
+                 action=extra.get("action") or (rule.trail.format_map(request.match_info) if rule and rule.trail
+                                                else "api"),
                  target=f"{request.method} {request.path_qs}", client=client_of(request), outcome=outcome,
                  dept=extra.get("dept") or request.match_info.get("dept"), detail=extra.get("detail"))
 

@@ -228,7 +228,6 @@ async def login(request: web.Request) -> web.Response:
     await start_session(request, account.name, account.password_changed)
     principal = Principal(account.name, account.role, "session", account.must_change)
     request[PRINCIPAL] = principal
-    note(request, detail=f"role {account.role}")
     if account.must_change:
         raise web.HTTPSeeOther("/account/password")
     raise web.HTTPSeeOther(_local_path(target, principal.home))
@@ -374,14 +373,15 @@ async def quarantine_act(request: web.Request) -> web.Response:
     principal = authorize(request, Permission.QUARANTINE_ACT)
     form = await request.post()
     comment = str(form.get("comment", "")).strip()
-    note(request, action=action, detail=comment[:200])
+    found = await off_loop(request, queries.quarantine_view, 1, None, True, item_id)
+    if not found:
+        raise web.HTTPNotFound()
+    note(request, detail=comment[:200], dept=found[0]["dept"])
     if not comment:
-        note(request, outcome="failed")
-        found = await off_loop(request, queries.quarantine_view, 1, None, True, item_id)
-        if not found:
-            raise web.HTTPNotFound()
+        note(request, outcome="failed", detail="no comment")
         return await render(request, "quarantine_item.html", {"q": found[0], "acts": True,
-                                                        "error": _("A comment is required: say why.")}, status=400)
+                                                              "error": _("A comment is required: say why.")},
+                            status=400)
     try:
         done = await request.app[RELEASER].act(item_id, action, comment, principal.name)
     except ActionError as exc:
@@ -414,7 +414,7 @@ async def keys_act(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     authorize(request, Permission.KEYS_MANAGE)
     form = {k: str(v).strip() for k, v in (await request.post()).items() if k != "csrf_token"}
-    note(request, action=f"key_{action}", dept=form.get("dept") or None)
+    note(request, dept=form.get("dept") or None)
     try:
         plan = await off_loop(request, _key_plan, action, form)
     except (UsageError, ProtocolError, ValueError) as exc:
@@ -534,9 +534,9 @@ def add_routes(app: web.Application) -> None:
     route(app, "GET", "/quarantine", quarantine_list, P.QUARANTINE, trail="view")
     route(app, "GET", r"/quarantine/{item:\d+}", quarantine_item, P.QUARANTINE, trail="view")
     route(app, "POST", r"/quarantine/{item:\d+}/{action:release|discard}", quarantine_act, P.QUARANTINE_ACT,
-          trail="action")
+          trail="{action}")
     route(app, "GET", "/keys", keys_page, P.DIRECTORY)
-    route(app, "POST", "/keys/{action:enrol|rotate|revoke}", keys_act, P.KEYS_MANAGE, trail="action")
+    route(app, "POST", "/keys/{action:enrol|rotate|revoke}", keys_act, P.KEYS_MANAGE, trail="key_{action}")
     route(app, "GET", "/trail", trail_page, P.TRAIL, trail="view")
     route(app, "GET", "/trail.csv", trail_csv, P.TRAIL, trail="export")
 

@@ -360,6 +360,9 @@ def department_view(store: Store, dept: str, now: datetime | None = None, days: 
         rejecting = conn.execute(select(batches.c.batch_id, batches.c.header, batches.c.receipt, batches.c.received)
                                  .where(batches.c.dept == dept, batches.c.rejected > 0)
                                  .order_by(batches.c.received.desc()).limit(200)).all()
+        latest = rows(conn, select(records.c.record_id, records.c.type, records.c.status, records.c.subject_name,
+                                   records.c.updated).where(records.c.dept == dept)
+                      .order_by(records.c.updated.desc(), records.c.record_id).limit(20))
         events = rows(conn, select(sequence_events).where(sequence_events.c.dept == dept)
                       .order_by(sequence_events.c.id.desc()).limit(50))
         chains = rows(conn, select(nodes).where(nodes.c.dept == dept).order_by(nodes.c.node))
@@ -382,7 +385,7 @@ def department_view(store: Store, dept: str, now: datetime | None = None, days: 
                       "expired" if k["valid_to"] and k["valid_to"] < stamp else
                       "not_yet_valid" if k["valid_from"] and k["valid_from"] > stamp else "active")
     return {**row, "daily": [(day.isoformat(), n[0], n[1]) for day, n in daily.items()],
-            "hub_rejections": _hub_rejections(rejecting), "recent_batches": recent, "sequence_events": events,
+            "hub_rejections": _hub_rejections(rejecting), "recent_batches": recent, "latest_records": latest, "sequence_events": events,
             "chains": chains, "keys": keys, "completeness": _completeness(row),
             "refused": quarantine_view(store, 20, dept, raw=False)}
 
