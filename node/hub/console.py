@@ -422,6 +422,7 @@ async def keys_act(request: web.Request) -> web.Response:
         depts = await off_loop(request, registry.list_departments)
         return await render(request, "keys.html", {"depts": depts, "manage": True, "form": {**form, "action": action},
                                              "error": getattr(exc, "detail", None) or str(exc)}, status=400)
+    note(request, dept=plan.get("dept") or None)
     if form.get("confirm") != "1":
         note(request, outcome="asked")
         return await render(request, "keys_confirm.html", {"action": action, "form": form, "plan": plan})
