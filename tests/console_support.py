@@ -109,10 +109,11 @@ listen = "127.0.0.1:{free_port()}"
         registry.add_department(store, dept, f"测试部门{dept}", "410300", dkey.public)
         lines = [record_line(f"{dept}-reg-1", "enterprise_registration"),
                  record_line(f"{dept}-pen-1", "administrative_penalty")]
+        prev = None
         for i, line in enumerate(lines):
             rtype = "enterprise_registration" if i == 0 else "administrative_penalty"
-            batch = build_batch(dkey, dept=dept, node=f"{dept}-1", seq=i + 1,
-                                prev=None if i == 0 else prev, lines=[line], schemas={rtype: 1})
+            batch = build_batch(dkey, dept=dept, node=f"{dept}-1", seq=i + 1, prev=prev, lines=[line],
+                                schemas={rtype: 1})
             prev = batch.header_hash
             outcome = ingestor.process(Inbound(batch.to_bytes(), f"{dept}.{rtype}", topology.dept_user(dept), "m"))
             assert outcome.result == "accepted", outcome

@@ -146,3 +146,29 @@ def test_the_wheel_carries_templates_static_files_and_catalogs(tmp_path):
     assert {"cx/hub/templates/base.html", "cx/hub/templates/overview.html", "cx/hub/static/console.css",
             "cx/hub/static/console.js", "cx/hub/openapi.json"} <= names
     assert "cx/hub/dashboard.py" not in names
+
+
+async def test_the_servers_proof_check_explains_a_failure(tmp_path):
+    from sqlalchemy import update
+
+    from cx.hub.store import record_versions
+
+    hub = make_console_hub(tmp_path / "hub", f"sqlite:///{tmp_path / 'store.db'}")
+    store = hub.store()
+    with store.writer.begin() as conn:  # someone edits a stored record line behind the hub's back
+        line = conn.execute(record_versions.select().where(record_versions.c.record_id == "amr-pen-1")).first().line
+        conn.execute(update(record_versions).where(record_versions.c.record_id == "amr-pen-1")
+                     .values(line=bytes(line).replace("警告".encode(), "表扬".encode())))
+    store.dispose()
+    await hub.start()
+    try:
+        async with Client(hub) as c:
+            await c.login("op")
+            status, body, _ = await c.get("/departments/amr/records/amr-pen-1?check=")
+            assert status == 200 and "NOT valid" in body and "record_mismatch" in body
+            assert body.count("✘") == 2 and body.count("✔") == 2  # the key and the checkpoint are fine
+            assert "has been altered" in body
+            async with c.session.get(hub.url + "/") as r:
+                assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    finally:
+        await hub.stop()

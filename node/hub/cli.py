@@ -431,23 +431,28 @@ def run_user_disable(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_user_list(args: argparse.Namespace) -> int:
+def _listing(args: argparse.Namespace, read: Any, empty: str, line: Any) -> int:
+    """`user list` and `token list`: JSON (roles as text) or one line each."""
     from dataclasses import asdict
 
+    with opened_store(HubConfig.load(args.config)) as store:
+        found = read(store)
+    if args.format == "json":
+        print_json([{**asdict(item), "role": str(item.role)} for item in found])
+    else:
+        print("\n".join(line(item) for item in found) or empty)
+    return 0
+
+
+def run_user_list(args: argparse.Namespace) -> int:
     from .accounts import list_users
 
-    with opened_store(HubConfig.load(args.config)) as store:
-        found = list_users(store)
-    if args.format == "json":
-        print_json([{**asdict(a), "role": str(a.role)} for a in found])
-        return 0
-    if not found:
-        print("no accounts yet 尚无账号")
-    for a in found:
+    def line(a: Any) -> str:
         state = "disabled" if a.disabled_at else ("locked until " + a.locked_until if a.locked_until else "active")
-        print(f"{a.name:<20} {str(a.role):<20} {state:<12} last login {a.last_login or '-'}"
-              + ("  (one-time password)" if a.must_change else ""))
-    return 0
+        return (f"{a.name:<20} {str(a.role):<20} {state:<12} last login {a.last_login or '-'}"
+                + ("  (one-time password)" if a.must_change else ""))
+
+    return _listing(args, list_users, "no accounts yet 尚无账号", line)
 
 
 def run_token_add(args: argparse.Namespace) -> int:
@@ -463,20 +468,10 @@ def run_token_add(args: argparse.Namespace) -> int:
 
 
 def run_token_list(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from .accounts import list_tokens
 
-    with opened_store(HubConfig.load(args.config)) as store:
-        found = list_tokens(store)
-    if args.format == "json":
-        print_json([{**asdict(t), "role": str(t.role)} for t in found])
-        return 0
-    if not found:
-        print("no tokens 尚无令牌")
-    for t in found:
-        print(f"{t.token_id}  {str(t.role):<20} {'revoked ' + t.revoked_at if t.revoked_at else 'active':<12} {t.name}")
-    return 0
+    return _listing(args, list_tokens, "no tokens 尚无令牌", lambda t: (
+        f"{t.token_id}  {str(t.role):<20} {'revoked ' + t.revoked_at if t.revoked_at else 'active':<12} {t.name}"))
 
 
 def run_token_revoke(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from ..protocol import jsonutil
 from ..protocol.bundle import ProofBundle
 from ..protocol.envelope import b64encode, format_time, parse_time
-from ..protocol.errors import shown_value
+from ..protocol.errors import ProtocolError, shown_value
 from ..protocol.merkle import MerkleTree
 from ..protocol.validation import default_registry
 from . import ledger

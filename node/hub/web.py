@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from ..protocol.errors import ProtocolError
 from . import queries, trail
-from .access import GRANTS, RULES, STORE, TRAIL, Permission, authorize, note, route
+from .access import GRANTS, RULES, STORE, Permission, authorize, note, route
 from .metrics import HubMetrics
 from .store import Store
 
@@ -143,13 +143,17 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     return await _answer(request, queries.checkpoint_view, request.match_info["dept"])
 
 
-async def get_consistency(request: web.Request) -> web.Response:
+def _sizes(request: web.Request) -> tuple[int, int | None]:
+    """?old=<size>[&new=<size>] of a consistency request."""
     try:
-        old = int(request.query["old"])
-        new = int(request.query["new"]) if "new" in request.query else None
+        return int(request.query["old"]), (int(request.query["new"]) if "new" in request.query else None)
     except (KeyError, ValueError):
-        return _error(400, "bad_request", "give ?old=<size>[&new=<size>] as integers")
-    return await _answer(request, queries.consistency_view, request.match_info["dept"], old, new)
+        raise web.HTTPBadRequest(text=json.dumps({"error": "bad_request", "message": "give ?old=<size>[&new=<size>] "
+                                                  "as integers"}), content_type="application/json") from None
+
+
+async def get_consistency(request: web.Request) -> web.Response:
+    return await _answer(request, queries.consistency_view, request.match_info["dept"], *_sizes(request))
 
 
 def _limit(request: web.Request, default: int = 100, most: int = 1000) -> int:
@@ -194,12 +198,7 @@ async def trail_checkpoint(request: web.Request) -> web.Response:
 
 
 async def trail_consistency(request: web.Request) -> web.Response:
-    try:
-        old = int(request.query["old"])
-        new = int(request.query["new"]) if "new" in request.query else None
-    except (KeyError, ValueError):
-        return _error(400, "bad_request", "give ?old=<size>[&new=<size>] as integers")
-    return await _answer(request, trail.consistency, old, new)
+    return await _answer(request, trail.consistency, *_sizes(request))
 
 
 def add_routes(app: web.Application, *, metrics_here: bool = True) -> None:
