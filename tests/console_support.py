@@ -74,7 +74,7 @@ class ConsoleHub:
         await asyncio.to_thread(self.app[TRAIL].flush)
 
 
-def make_console_hub(base: Path, store_url: str, console: str = "") -> ConsoleHub:
+def make_console_hub(base: Path, store_url: str, console: str = "", api: str = "") -> ConsoleHub:
     """A hub folder (no broker reachable: the console does not need one) with amr and court enrolled,
     a few records each (the registration holds an ID number), a heartbeat, and one account per role."""
     base.mkdir(parents=True, exist_ok=True)
@@ -94,6 +94,7 @@ url = "amqp://127.0.0.1:1/"
 password_file = "broker.password"
 [api]
 listen = "127.0.0.1:{free_port()}"
+{api}
 [console]
 {console if "trail_flush_seconds" in console else "trail_flush_seconds = 0.2" + chr(10) + console}
 """)

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +21,7 @@ from cx.protocol.errors import ProtocolError
 from cx.protocol.keys import SigningKey
 from cx.protocol.merkle import MerkleTree, range_proof_ranges, root_from_range, verify_range
 from console_support import Client, make_console_hub
+from support import free_port
 
 
 # -- range proofs: pure, against the in-memory tree ------------------------------------------
@@ -133,8 +136,10 @@ def test_entries_are_kept_when_the_store_fails(tmp_path):
 
 def test_a_clean_stop_flushes_the_trail_and_cx_verify_trail_checks_an_export(tmp_path):
     """The hub as a process, stopped with SIGTERM right after requests: every entry is in the store."""
+    metrics_port = free_port()
     hub = make_console_hub(tmp_path / "hub", f"sqlite:///{tmp_path / 'hub' / 'hub.db'}",
-                           console="trail_flush_seconds = 3600")  # only the stop flushes
+                           console="trail_flush_seconds = 3600",  # only the stop flushes
+                           api=f'metrics_listen = "127.0.0.1:{metrics_port}"')
     log = open(tmp_path / "hub.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "cx.cli", "hub", "run", "--config", str(hub.dir / "hub.toml")],
                                stdout=log, stderr=log, start_new_session=True)
@@ -144,6 +149,12 @@ def test_a_clean_stop_flushes_the_trail_and_cx_verify_trail_checks_an_export(tmp
         from support import run_sync, wait_http
 
         wait_http(f"{hub.url}/healthz", 30, process, tmp_path / "hub.log")
+        # /metrics has an address of its own, and only it is there
+        wait_http(f"http://127.0.0.1:{metrics_port}/metrics", 10)
+        for url, expected in ((f"{hub.url}/metrics", 404), (f"http://127.0.0.1:{metrics_port}/login", 404)):
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(url, timeout=5)
+            assert exc.value.code == expected
 
         async def browse() -> None:
             async with Client(hub) as c:
