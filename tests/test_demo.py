@@ -49,7 +49,7 @@ def test_demo_runs_headless(tmp_path):
             capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "reusing the demo state" in again.stdout
-        assert re.findall(r"login 登录: (\S+) +/ (\S+)$", again.stdout, re.M) == [(n, p) for _, n, p in printed]
+        assert re.findall(r"^ +(\S+) +login 登录: (\S+) +/ (\S+)$", again.stdout, re.M) == printed
     finally:
         run_sync(delete_broker_state(topology))
         drop_pg_database(pg_database)
