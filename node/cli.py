@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--public-key", required=True, type=Path, help="the department's public key (PEM)")
     verify.set_defaults(run=run_verify)
 
+    verify_trail = commands.add_parser("verify-trail", help="check an exported access-trail segment offline 验证留痕")
+    verify_trail.add_argument("segment", type=Path, help="segment JSON from the hub (/api/v1/trail/segment)")
+    verify_trail.add_argument("--public-key", required=True, type=Path, help="the hub's public key (PEM)")
+    verify_trail.set_defaults(run=run_verify_trail)
+
     from .hub import cli as hub_cli
     from .node import cli as node_cli
 
@@ -142,13 +147,17 @@ def run_validate(args: argparse.Namespace) -> int:
 
 # -- cx verify -------------------------------------------------------------------------------
 
-def run_verify(args: argparse.Namespace) -> int:
+def _load_public_key(path: Path) -> PublicKey:
     try:
-        key = PublicKey.load(args.public_key)
+        return PublicKey.load(path)
     except OSError as exc:
-        raise UsageError(f"无法读取公钥 cannot read {args.public_key}: {exc.strerror}") from None
+        raise UsageError(f"无法读取公钥 cannot read {path}: {exc.strerror}") from None
     except ProtocolError as exc:
-        raise UsageError(f"公钥无效 unusable public key {args.public_key}: {exc.detail}") from None
+        raise UsageError(f"公钥无效 unusable public key {path}: {exc.detail}") from None
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    key = _load_public_key(args.public_key)
     try:
         bundle = ProofBundle.from_json(jsonutil.loads(args.bundle.read_bytes(), what=str(args.bundle)))
         header = bundle.verify(key)
@@ -164,6 +173,29 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"  batch 批次:       {header.batch_id} (seq {header.seq}, created {header.created}, "
           f"record {bundle.leaf_index + 1} of {header.count})")
     print(f"  signed by 签名:   key {key.key_id}")
+    return EXIT_OK
+
+
+# -- cx verify-trail ---------------------------------------------------------------------------
+
+def run_verify_trail(args: argparse.Namespace) -> int:
+    from .hub.trail import verify_segment
+
+    key = _load_public_key(args.public_key)
+    try:
+        doc = jsonutil.loads(args.segment.read_bytes(), what=str(args.segment))
+        cp, entries = verify_segment(doc, key)
+    except OSError as exc:
+        raise UsageError(f"无法读取 cannot read {args.segment}: {exc.strerror}") from None
+    except ProtocolError as exc:
+        print(f"INVALID 验证失败 ({exc.reason.value}): {exc.detail}")
+        return EXIT_INVALID
+    start = doc["start"]
+    print("VALID 验证通过")
+    print(f"  entries 条目:     {start} … {start + len(entries) - 1} ({len(entries)}), none removed or changed")
+    print(f"  checkpoint 检查点: size {cp.size}, root {cp.root}, {cp.time}, signed by hub key {cp.key_id}")
+    if entries:
+        print(f"  from {entries[0]['time']} to {entries[-1]['time']}")
     return EXIT_OK
 
 

@@ -34,13 +34,13 @@ def hub_factory(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
     made: list[Hub] = []
     databases: list[str] = []
 
-    def make(depts: list[str], store: str = "sqlite", name: str = "hub") -> Hub:
+    def make(depts: list[str], store: str = "sqlite", name: str = "hub", console: str = "") -> Hub:
         url = "sqlite:///hub.db"
         if store == "postgresql":
             db = create_pg_database()
             databases.append(db)
             url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
-        hub = make_hub(tmp_path / name, depts, store_url=url)
+        hub = make_hub(tmp_path / name, depts, store_url=url, console=console)
         made.append(hub)
         return hub
 

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import psycopg
 
-from cx.hub import registry
+from cx.hub import accounts, registry
 from cx.hub.broker import ManagementAPI, deprovision, provision_hub
 from cx.hub.config import HubConfig
 from cx.hub.store import Store
@@ -91,6 +91,7 @@ class Hub:
     key: SigningKey
     depts: dict[str, Dept] = field(default_factory=dict)
     process: subprocess.Popen | None = None
+    token: str = ""  # an operator's API token, for tests reading the API
 
     @property
     def topology(self) -> Topology:
@@ -140,7 +141,7 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None,
 
 
 def make_hub(base: Path, depts: Sequence[str], *, store_url: str = "sqlite:///hub.db",
-             topology: Topology | None = None) -> Hub:
+             topology: Topology | None = None, console: str = "") -> Hub:
     """Initialise a hub folder with `cx hub init`'s layout, enrol departments, provision the broker."""
     topology = topology or Topology(vhost=unique("cxtest-"), user_prefix=unique("t") + "-")
     base.mkdir(parents=True, exist_ok=True)
@@ -162,11 +163,15 @@ management_url = "{MANAGEMENT}"
 prefetch = 8
 [api]
 listen = "127.0.0.1:{free_port()}"
+[console]
+trail_flush_seconds = 0.2
+{console}
 """)
     cfg = HubConfig.load(base / "hub.toml")
     hub = Hub(base, cfg, key)
     store = Store(cfg.store_url)
     store.migrate()
+    hub.token = accounts.add_token(store, "tests", accounts.Role("operator"))
     for dept in depts:
         dkey = generate_key_files(base / "depts", dept)
         registry.add_department(store, dept, f"测试部门 {dept}", "410300")
@@ -179,9 +184,11 @@ listen = "127.0.0.1:{free_port()}"
     return hub
 
 
-async def get_json(url: str, **params: Any) -> Any:
+async def get_json(url: str, *, token: str | None = None, **params: Any) -> Any:
+    """GET a JSON answer (with an API token when given): (status, body)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, params=params) as resp:
+        async with session.get(url, params=params, headers=headers) as resp:
             return resp.status, await resp.json()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
@@ -26,7 +28,11 @@ def test_demo_runs_headless(tmp_path):
              "--user-prefix", topology.user_prefix, "--pg-database", pg_database, "--quiet"],
             capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "demo is running" in done.stdout and f"http://127.0.0.1:{port}/" in done.stdout
+        assert "demo is running" in done.stdout and f"console 控制台:       http://127.0.0.1:{port}/" in done.stdout
+        printed = re.findall(r"^ +(\S+) +login 登录: (\S+) +/ (\S+)$", done.stdout, re.M)
+        assert {role for role, _, _ in printed} == {"operator", "office", "department:amr", "auditor"}
+        logins = json.loads((state / "hub" / "secrets" / "console" / "demo-logins.json").read_text())
+        assert {a["password"] for a in logins["accounts"]} == {p for _, _, p in printed}
         store = Store(f"sqlite:///{state / 'hub' / 'hub.db'}")
         with store.reader.connect() as conn:
             held = dict(conn.execute(select(records.c.dept, func.count()).group_by(records.c.dept)).all())
@@ -43,6 +49,7 @@ def test_demo_runs_headless(tmp_path):
             capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "reusing the demo state" in again.stdout
+        assert re.findall(r"^ +(\S+) +login 登录: (\S+) +/ (\S+)$", again.stdout, re.M) == printed
     finally:
         run_sync(delete_broker_state(topology))
         drop_pg_database(pg_database)

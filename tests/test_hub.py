@@ -124,7 +124,7 @@ async def test_happy_path_receipts_and_proofs(hub_factory, store_kind, tmp_path)
     for before, after in zip(receipts, receipts[1:]):
         after.consistency.verify(before.checkpoint.root_bytes, after.checkpoint)
 
-    status, bundle = await get_json(f"{hub.api}/api/v1/departments/amr/records/p-1-7/proof")
+    status, bundle = await get_json(f"{hub.api}/api/v1/departments/amr/records/p-1-7/proof", token=hub.token)
     assert status == 200
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
@@ -140,7 +140,7 @@ async def test_happy_path_receipts_and_proofs(hub_factory, store_kind, tmp_path)
                            str(hub.depts["amr"].public_key_path)], capture_output=True, text=True)
     assert done.returncode == 1 and "record_mismatch" in done.stdout
 
-    status, record = await get_json(f"{hub.api}/api/v1/departments/amr/records/p-1-7")
+    status, record = await get_json(f"{hub.api}/api/v1/departments/amr/records/p-1-7", token=hub.token)
     assert status == 200 and record["status"] == "active" and len(record["versions"]) == 1
     prov = record["versions"][0]["provenance"]
     assert prov["node"] == "n1" and prov["batch_id"] == sent[1].header.batch_id
@@ -148,9 +148,9 @@ async def test_happy_path_receipts_and_proofs(hub_factory, store_kind, tmp_path)
     assert prov["source_locator"] == "test p-1-7" and prov["ledger_index"] == 57
     status, cp = await get_json(f"{hub.api}/api/v1/departments/amr/checkpoint")
     assert status == 200 and cp["size"] == 150
-    status, batch = await get_json(f"{hub.api}/api/v1/batches/{sent[0].header.batch_id}")
+    status, batch = await get_json(f"{hub.api}/api/v1/batches/{sent[0].header.batch_id}", token=hub.token)
     assert status == 200 and batch["accepted"] == 50 and batch["receipt"]["batch_id"] == sent[0].header.batch_id
-    status, missing = await get_json(f"{hub.api}/api/v1/departments/amr/records/nope")
+    status, missing = await get_json(f"{hub.api}/api/v1/departments/amr/records/nope", token=hub.token)
     assert status == 404
     status, doc = await get_json(f"{hub.api}/api/v1/openapi.json")
     assert status == 200 and "/api/v1/departments/{dept}/consistency" in doc["paths"]
@@ -219,7 +219,7 @@ async def test_tampering_ends_in_quarantine_with_its_reason(hub_factory, store_k
                 break
             await asyncio.sleep(0.1)
         assert q.declaration_result.message_count == len(expected)
-    status, listed = await get_json(f"{hub.api}/api/v1/quarantine")
+    status, listed = await get_json(f"{hub.api}/api/v1/quarantine", token=hub.token)
     assert status == 200 and len(listed) == len(expected)
 
 
@@ -376,7 +376,7 @@ async def test_backup_and_move_from_sqlite_to_postgresql(hub_factory, tmp_path):
             # the ledger carried over: the new checkpoint extends the last one from SQLite
             after.consistency.verify(before[-1].checkpoint.root_bytes, after.checkpoint)
             assert after.checkpoint.size == 120
-            status, bundle = await get_json(f"{hub.api}/api/v1/departments/amr/records/mv-0-3/proof")
+            status, bundle = await get_json(f"{hub.api}/api/v1/departments/amr/records/mv-0-3/proof", token=hub.token)
             assert status == 200
             from cx.protocol.bundle import ProofBundle
             ProofBundle.from_json(bundle).verify(hub.depts["amr"].key.public)

@@ -130,7 +130,9 @@ async def test_each_reported_shape_gets_its_outcome_and_the_next_batch_goes_thro
     store.dispose()
     assert not any(rid.startswith("bad-") for rid in stored) and len(stored) == 2 * len(RECORD_SHAPES) + 7
     for rid in stored:
-        with urllib.request.urlopen(f"{hub.api}/api/v1/departments/amr/records/{rid}") as resp:
+        request = urllib.request.Request(f"{hub.api}/api/v1/departments/amr/records/{rid}",
+                                         headers={"Authorization": f"Bearer {hub.token}"})
+        with urllib.request.urlopen(request) as resp:
             assert resp.status == 200
 
 

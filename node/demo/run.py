@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..hub import registry
@@ -33,6 +34,7 @@ DEPARTMENTS = {
     "fda": ("洛阳市食品药品监督管理局", "410300"),
 }
 STATE_VERSION = 1
+DEMO_ACCOUNTS = (("operator", "operator"), ("office", "office"), ("amr", "department:amr"), ("auditor", "auditor"))
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Demo:
         self.logs = self.state / "logs"
         self.processes: dict[str, subprocess.Popen] = {}
         self.stopping = False
+        self.logins: dict[str, Any] = {"accounts": [], "token": ""}
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -252,8 +255,11 @@ management_user = "{self.broker.user}"
 management_password_file = "secrets/management.password"
 [api]
 listen = "127.0.0.1:{self.args.port}"
+[console]
+silent_after_seconds = 60            # the demo's nodes beat every 10 s
 """)
         cfg = HubConfig.load(d / "hub.toml")
+        cfg.session_key()
         store = Store(cfg.store_url)
         store.migrate()
         enrolled = {x["dept"]: {k["key_id"] for k in x["keys"]} for x in registry.list_departments(store)}
@@ -262,8 +268,32 @@ listen = "127.0.0.1:{self.args.port}"
                 registry.add_department(store, dept, name, region)
             if keys[dept].key_id not in enrolled.get(dept, set()):
                 registry.add_key(store, dept, PublicKey.from_raw(keys[dept].public.raw))
+        self.logins = self.ensure_accounts(store, cfg)
         store.dispose()
         return cfg
+
+    def ensure_accounts(self, store: Store, cfg: HubConfig) -> dict[str, Any]:
+        """One console account per role (passwords generated here, kept in the demo's secrets, printed by
+        the banner) and an operator API token for the status line and the curl examples."""
+        from ..hub import accounts
+
+        path = cfg.console.session_key_file.parent / "demo-logins.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        logins: dict[str, Any] = {"accounts": []}
+        for name, role in DEMO_ACCOUNTS:
+            password = accounts.new_password()
+            if accounts.get_user(store, name) is None:
+                accounts.add_user(store, name, accounts.Role.parse(role), password, by="demo")
+            else:
+                accounts.set_password(store, name, password)
+            logins["accounts"].append({"name": name, "role": role, "password": password})
+        logins["token"] = accounts.add_token(store, "the demo's status line", accounts.Role("operator"), by="demo")
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(logins, ensure_ascii=False, indent=1))
+        (path.parent / "demo.token").write_text(logins["token"] + "\n")
+        os.chmod(path.parent / "demo.token", 0o600)
+        return logins
 
     def write_node(self, dept: str, sources: DemoSources, cfg: HubConfig) -> None:
         d = self.state / "nodes" / dept
@@ -346,11 +376,17 @@ listen = "127.0.0.1:{port}"
     def banner(self) -> None:
         base = f"http://127.0.0.1:{self.args.port}"
         rel = os.path.relpath
+        token_file = rel(self.hub_dir / "secrets" / "console" / "demo.token")
         lines = [
             "",
             "Credit Exchange demo is running 演示已启动",
-            f"  dashboard 报送情况:   {base}/",
-            f"  hub API 接口:         {base}/api/v1/departments   (OpenAPI {base}/api/v1/openapi.json)",
+            f"  console 控制台:       {base}/",
+        ]
+        for login in self.logins["accounts"]:
+            lines.append(f"    {login['role']:<16} login 登录: {login['name']:<9} / {login['password']}")
+        lines += [
+            f"  hub API 接口:         {base}/api/v1/departments   (OpenAPI {base}/api/v1/openapi.json; "
+            f"an operator token is in {token_file})",
             f"  RabbitMQ management:  {self.broker.management}/   login 登录: {self.broker.user} / "
             f"{'guest' if self.broker.password == 'guest' else '(your CX_AMQP_URL password)'}",
             "  department nodes 部门前置机:",
@@ -362,7 +398,8 @@ listen = "127.0.0.1:{port}"
             "  try 试试:",
             f"    .venv/bin/cx node status --config {rel(self.state / 'nodes' / 'amr' / 'node.toml')}",
             f"    .venv/bin/cx node rejections --config {rel(self.state / 'nodes' / 'court' / 'node.toml')}",
-            f"    curl -s {base}/api/v1/departments/amr/records/amr-xzcf-1/proof > bundle.json && "
+            f"    curl -s -H \"Authorization: Bearer $(cat {token_file})\" "
+            f"{base}/api/v1/departments/amr/records/amr-xzcf-1/proof > bundle.json && "
             f".venv/bin/cx verify bundle.json --public-key {rel(self.keys / 'amr.pub')}",
             "  Ctrl-C stops everything 按 Ctrl-C 停止.",
             "",
@@ -371,7 +408,9 @@ listen = "127.0.0.1:{port}"
 
     def status_line(self, final: bool = False) -> None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.args.port}/api/v1/dashboard", timeout=3) as resp:
+            request = urllib.request.Request(f"http://127.0.0.1:{self.args.port}/api/v1/dashboard",
+                                             headers={"Authorization": f"Bearer {self.logins['token']}"})
+            with urllib.request.urlopen(request, timeout=3) as resp:
                 view = json.load(resp)
         except OSError:
             hub_db = Store(f"sqlite:///{self.hub_dir / 'hub.db'}")

@@ -44,6 +44,20 @@ prefetch = 8
 
 [api]
 listen = "{listen}"
+# metrics_listen = "127.0.0.1:9470"  # serve /metrics only there (and not beside the API)
+
+[console]
+session_key_file = "secrets/console/session.key"   # encrypts session cookies; made by `cx hub init`
+idle_timeout_minutes = 30           # a session unused this long ends
+session_max_hours = 12              # and any session after this long
+secure_cookies = "auto"             # Secure cookies when the request came over TLS (auto) | always | never
+lockout_attempts = 5                # failed log-ins in a row that lock an account …
+lockout_minutes = 15                # … for this long
+login_attempts_per_minute = 10      # per client address
+trail_flush_seconds = 1.0           # the access trail is appended and checkpointed at most this often
+silent_after_seconds = 300          # overview: no heartbeat this long is red (silent)
+late_pending_seconds = 900          # overview: records waiting this long in a node's outbox is amber (late)
+language = "zh"                     # zh | en, until a user chooses
 """
 
 
@@ -117,6 +131,45 @@ def register(commands: Any) -> None:
     _config_arg(run)
     run.set_defaults(run=run_hub)
 
+    user = sub.add_parser("user", help="console accounts 控制台账号")
+    user_sub = user.add_subparsers(title="user actions", metavar="ACTION", required=True)
+    add_user = user_sub.add_parser("add", help="create an account (prints a one-time password unless given one)")
+    _config_arg(add_user)
+    add_user.add_argument("name")
+    add_user.add_argument("--role", required=True, help="operator | office | auditor | department:ID")
+    add_user.add_argument("--password-file", type=Path, help="read the password from this file instead")
+    add_user.set_defaults(run=run_user_add)
+    passwd = user_sub.add_parser("passwd", help="set a new password (a one-time one unless given one); unlocks")
+    _config_arg(passwd)
+    passwd.add_argument("name")
+    passwd.add_argument("--password-file", type=Path, help="read the password from this file instead")
+    passwd.set_defaults(run=run_user_passwd)
+    disable = user_sub.add_parser("disable", help="stop an account from logging in (--enable undoes it)")
+    _config_arg(disable)
+    disable.add_argument("name")
+    disable.add_argument("--enable", action="store_true")
+    disable.set_defaults(run=run_user_disable)
+    users = user_sub.add_parser("list", help="accounts, roles and state")
+    _config_arg(users)
+    users.add_argument("--format", choices=("text", "json"), default="text")
+    users.set_defaults(run=run_user_list)
+
+    token = sub.add_parser("token", help="API tokens for machine clients 接口令牌")
+    token_sub = token.add_subparsers(title="token actions", metavar="ACTION", required=True)
+    add_token = token_sub.add_parser("add", help="create a token; it is shown once")
+    _config_arg(add_token)
+    add_token.add_argument("--role", required=True, help="operator | office | auditor | department:ID")
+    add_token.add_argument("--name", required=True, help="who or what uses it, e.g. 审计脚本")
+    add_token.set_defaults(run=run_token_add)
+    tokens = token_sub.add_parser("list", help="tokens, roles, and whether revoked")
+    _config_arg(tokens)
+    tokens.add_argument("--format", choices=("text", "json"), default="text")
+    tokens.set_defaults(run=run_token_list)
+    revoke_token = token_sub.add_parser("revoke", help="stop a token from working")
+    _config_arg(revoke_token)
+    revoke_token.add_argument("token_id", help="the id shown by `token list` (the part after cx_)")
+    revoke_token.set_defaults(run=run_token_revoke)
+
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=Path(os.environ.get("CX_HUB_CONFIG", "hub.toml")),
@@ -171,11 +224,17 @@ def run_init(args: argparse.Namespace) -> int:
     key = SigningKey.generate()
     key.save(target / "keys" / "hub.key", target / "keys" / "hub.pub")
     cfg = HubConfig.load(config_path)
-    with opened_store(cfg):
-        pass  # creates the schema
+    cfg.session_key()  # secrets/console/session.key, mode 0600
+    from .accounts import FIRST_OPERATOR, bootstrap_operator
+
+    with opened_store(cfg) as store:  # creates the schema
+        password = bootstrap_operator(store)
     print(f"hub created in {target}")
     print(f"  hub key id 中心密钥: {key.key_id} (public key {target / 'keys' / 'hub.pub'}: give it to every department)")
     print(f"  store 存储:          {cfg.store_url}")
+    if password:
+        print(f"  console 控制台:      http://{args.listen}/  first operator 首个管理员: {FIRST_OPERATOR} / {password}")
+        print("                      (a one-time password: it must be changed at the first log-in 首次登录须修改)")
     print("next 下一步:")
     print(f"  cx hub add-dept ID --name 名称 --region 410300 --public-key ID.pub --config {config_path}")
     print(f"  cx hub provision --config {config_path}")
@@ -328,4 +387,100 @@ def run_hub(args: argparse.Namespace) -> int:
         asyncio.run(run(cfg))
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+# -- accounts and tokens -----------------------------------------------------------------------
+
+def _password_arg(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"无法读取密码文件 cannot read {path}: {exc.strerror}") from None
+
+
+def run_user_add(args: argparse.Namespace) -> int:
+    from .accounts import Role, add_user
+
+    role = Role.parse(args.role)
+    with opened_store(HubConfig.load(args.config)) as store:
+        password = add_user(store, args.name, role, _password_arg(args.password_file), by="cli")
+    print(f"account {args.name} ({role}) created 账号已创建")
+    if args.password_file is None:
+        print(f"one-time password 一次性密码: {password}")
+        print("it must be changed at the first log-in 首次登录须修改")
+    return 0
+
+
+def run_user_passwd(args: argparse.Namespace) -> int:
+    from .accounts import set_password
+
+    with opened_store(HubConfig.load(args.config)) as store:
+        password = set_password(store, args.name, _password_arg(args.password_file))
+    print(f"password of {args.name} changed; the account is unlocked and its sessions end 密码已修改")
+    if args.password_file is None:
+        print(f"one-time password 一次性密码: {password}")
+    return 0
+
+
+def run_user_disable(args: argparse.Namespace) -> int:
+    from .accounts import disable_user
+
+    with opened_store(HubConfig.load(args.config)) as store:
+        disable_user(store, args.name, enabled=args.enable)
+    print(f"account {args.name} " + ("enabled 已启用" if args.enable else "disabled; its sessions end 已停用"))
+    return 0
+
+
+def _listing(args: argparse.Namespace, read: Any, empty: str, line: Any) -> int:
+    """`user list` and `token list`: JSON (roles as text) or one line each."""
+    from dataclasses import asdict
+
+    with opened_store(HubConfig.load(args.config)) as store:
+        found = read(store)
+    if args.format == "json":
+        print_json([{**asdict(item), "role": str(item.role)} for item in found])
+    else:
+        print("\n".join(line(item) for item in found) or empty)
+    return 0
+
+
+def run_user_list(args: argparse.Namespace) -> int:
+    from .accounts import list_users
+
+    def line(a: Any) -> str:
+        state = "disabled" if a.disabled_at else ("locked until " + a.locked_until if a.locked_until else "active")
+        return (f"{a.name:<20} {str(a.role):<20} {state:<12} last login {a.last_login or '-'}"
+                + ("  (one-time password)" if a.must_change else ""))
+
+    return _listing(args, list_users, "no accounts yet 尚无账号", line)
+
+
+def run_token_add(args: argparse.Namespace) -> int:
+    from .accounts import Role, add_token
+
+    role = Role.parse(args.role)
+    with opened_store(HubConfig.load(args.config)) as store:
+        secret = add_token(store, args.name, role, by="cli")
+    print(secret)
+    print(f"token for {args.name!r} ({role}); shown only now, keep it safe 令牌仅显示一次. "
+          "Use it as: Authorization: Bearer <token>", file=sys.stderr)
+    return 0
+
+
+def run_token_list(args: argparse.Namespace) -> int:
+    from .accounts import list_tokens
+
+    return _listing(args, list_tokens, "no tokens 尚无令牌", lambda t: (
+        f"{t.token_id}  {str(t.role):<20} {'revoked ' + t.revoked_at if t.revoked_at else 'active':<12} {t.name}"))
+
+
+def run_token_revoke(args: argparse.Namespace) -> int:
+    from .accounts import revoke_token
+
+    with opened_store(HubConfig.load(args.config)) as store:
+        revoke_token(store, args.token_id)
+    print(f"token {args.token_id} revoked 已吊销")
     return 0

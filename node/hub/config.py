@@ -41,6 +41,24 @@ class BrokerSection:
 @dataclass(frozen=True)
 class ApiSection:
     listen: str = "127.0.0.1:8470"
+    metrics_listen: str = ""  # serve /metrics on this address only (e.g. "127.0.0.1:9470"); default: beside the API
+
+
+@dataclass(frozen=True)
+class ConsoleSection:
+    """The web console: sessions, log-in protection, the access trail, the overview's status lights."""
+
+    session_key_file: Path = Path("secrets/console/session.key")  # 32 random bytes; made on first start
+    idle_timeout_minutes: float = 30.0  # a session unused this long ends
+    session_max_hours: float = 12.0  # and any session ends after this long
+    secure_cookies: str = "auto"  # auto: Secure when the request came over TLS | always | never
+    lockout_attempts: int = 5  # failed log-ins in a row that lock an account …
+    lockout_minutes: float = 15.0  # … for this long
+    login_attempts_per_minute: int = 10  # per client address, whatever the account
+    trail_flush_seconds: float = 1.0  # access-trail entries are appended (and checkpointed) at most this often
+    silent_after_seconds: float = 300.0  # no heartbeat for this long: the department's light is red (silent)
+    late_pending_seconds: float = 900.0  # records waiting in a node's outbox this long: amber (late)
+    language: str = "zh"  # zh | en, until a user chooses
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,7 @@ class HubConfig(config.LoadedFromFile):
     store: StoreSection = field(default_factory=StoreSection)
     broker: BrokerSection = field(default_factory=BrokerSection)
     api: ApiSection = field(default_factory=ApiSection)
+    console: ConsoleSection = field(default_factory=ConsoleSection)
     path: Path | None = None
 
     @classmethod
@@ -84,3 +103,20 @@ class HubConfig(config.LoadedFromFile):
 
     def listen(self) -> tuple[str, int]:
         return config.listen_address(self.api.listen)
+
+    def metrics_listen(self) -> tuple[str, int] | None:
+        return config.listen_address(self.api.metrics_listen) if self.api.metrics_listen else None
+
+    def session_key(self) -> bytes:
+        """The key that encrypts console session cookies; made (mode 0600) the first time it is needed."""
+        path = self.console.session_key_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+        key = path.read_bytes()
+        if len(key) != 32:
+            raise config.ConfigError(f"{path}: the console session key must be 32 bytes 会话密钥应为32字节; "
+                                     "delete it to have a new one made (everyone logs in again)")
+        return key

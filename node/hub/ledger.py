@@ -1,4 +1,9 @@
-"""Per-department Merkle ledgers kept as perfect-subtree hashes; proofs read only the nodes they need."""
+"""Append-only Merkle logs kept as perfect-subtree hashes; proofs read only the nodes they need.
+
+Each department's ledger is one log, named by the department id; the hub's access trail (留痕) is
+another, named `TRAIL_LOG`, a name no department may take. Checkpoints of every log are signed by the
+hub key in the same form.
+"""
 
 from __future__ import annotations
 
@@ -14,29 +19,39 @@ from ..protocol.receipts import Checkpoint
 from .store import checkpoints, departments, in_chunks, insert_many, ledger_nodes
 
 
-def fetch_nodes(conn: Connection, dept: str, wanted: set[merkle.Node]) -> dict[merkle.Node, bytes]:
+TRAIL_LOG = "access-trail"  # the access trail's log; registry.add_department refuses it as a department id
+
+
+def fetch_nodes(conn: Connection, log: str, wanted: set[merkle.Node]) -> dict[merkle.Node, bytes]:
     found = in_chunks(
         conn,
         lambda chunk: select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
-            ledger_nodes.c.dept == dept, tuple_(ledger_nodes.c.level, ledger_nodes.c.idx).in_(chunk)),
+            ledger_nodes.c.dept == log, tuple_(ledger_nodes.c.level, ledger_nodes.c.idx).in_(chunk)),
         sorted(wanted),
     )
     nodes = {(level, idx): bytes(h) for level, idx, h in found}
     if len(nodes) != len(wanted):
-        raise LookupError(f"ledger of {dept} is missing nodes {sorted(wanted - set(nodes))[:5]}")
+        raise LookupError(f"ledger of {log} is missing nodes {sorted(wanted - set(nodes))[:5]}")
     return nodes
 
 
-def append(conn: Connection, dept: str, size: int, leaves: Sequence[bytes]) -> merkle.Appended:
-    """Append leaf hashes to the ledger (the caller holds the department row lock)."""
+def append_nodes(conn: Connection, log: str, size: int, leaves: Sequence[bytes]) -> merkle.Appended:
+    """Append leaf hashes to a log of `size` leaves (the caller holds the log's write lock)."""
     frontier_ids = merkle.frontier_nodes(size)
-    known = fetch_nodes(conn, dept, set(frontier_ids)) if frontier_ids else {}
+    known = fetch_nodes(conn, log, set(frontier_ids)) if frontier_ids else {}
     frontier = [(level, idx, known[(level, idx)]) for level, idx in frontier_ids]
     appended = merkle.append_leaves(size, frontier, leaves)
     if appended.nodes:
         insert_many(conn, ledger_nodes, [
-            {"dept": dept, "level": level, "idx": idx, "hash": h} for level, idx, h in appended.nodes
+            {"dept": log, "level": level, "idx": idx, "hash": h} for level, idx, h in appended.nodes
         ])
+    return appended
+
+
+def append(conn: Connection, dept: str, size: int, leaves: Sequence[bytes]) -> merkle.Appended:
+    """Append leaf hashes to a department's ledger (the caller holds the department row lock)."""
+    appended = append_nodes(conn, dept, size, leaves)
+    if appended.nodes:
         conn.execute(departments.update().where(departments.c.dept == dept).values(ledger_size=appended.size))
     return appended
 
@@ -51,6 +66,11 @@ def inclusion_proof(conn: Connection, dept: str, index: int, size: int) -> list[
 
 def consistency_proof(conn: Connection, dept: str, old: int, new: int) -> list[bytes]:
     return merkle.get_nodes_then(lambda w: fetch_nodes(conn, dept, w), merkle.consistency_ranges(old, new))
+
+
+def range_proof(conn: Connection, log: str, start: int, end: int, size: int) -> list[bytes]:
+    """The hashes that prove leaves [start, end) sit at those positions under the root of `size` leaves."""
+    return merkle.get_nodes_then(lambda w: fetch_nodes(conn, log, w), merkle.range_proof_ranges(start, end, size))
 
 
 def latest_checkpoint(conn: Connection, dept: str) -> Checkpoint | None:

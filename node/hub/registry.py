@@ -13,6 +13,7 @@ from ..config import UsageError
 from ..protocol.envelope import DEPT_ID, BatchHeader, parse_time, utc_now
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.keys import PublicKey
+from .ledger import TRAIL_LOG
 from .store import Store, dept_keys, departments, rows
 
 REGION = re.compile(r"^[1-8][0-9]{5}$")
@@ -48,6 +49,8 @@ def add_department(store: Store, dept: str, name: str, region: str, key: PublicK
     """Enrol a department (and its first key, in the same transaction)."""
     if not DEPT_ID.match(dept):
         raise RegistryError(f"部门标识无效 invalid department id {dept!r}: 1-32 lower-case letters, digits, - or _")
+    if dept == TRAIL_LOG:
+        raise RegistryError(f"部门标识已保留 {dept!r} is reserved: it names the hub's access trail")
     if not REGION.match(region):
         raise RegistryError(f"行政区划代码无效 invalid region code {region!r}: 6 digits (GB/T 2260)")
     try:

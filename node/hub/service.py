@@ -22,7 +22,8 @@ from .ingest import Inbound, Ingestor, Outcome, StoreUnavailable
 from .metrics import HubMetrics
 from .projections import Projector, hub_projections
 from .store import Store
-from .web import BROKER_READY, HUB_NAME, METRICS, STORE, add_routes
+from . import access, console
+from .web import BROKER_READY, HUB_NAME, LIGHTS, METRICS, STORE, add_routes, metrics_app
 
 log = structlog.get_logger("cx.hub")
 
@@ -42,10 +43,14 @@ def build_app(cfg: HubConfig) -> web.Application:
     app[CONFIG] = cfg
     app[METRICS] = HubMetrics()
     app[HUB_NAME] = cfg.hub.name
+    app[LIGHTS] = {"silent_after": cfg.console.silent_after_seconds, "late_pending": cfg.console.late_pending_seconds}
+    access.setup(app, cfg)  # sessions and the one access check, before any route
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(console.context(cfg))  # the access trail: flushed after ingest stops, before the store
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_projector_ctx)
-    add_routes(app)
+    add_routes(app, metrics_here=cfg.metrics_listen() is None)
+    console.add_routes(app)
     return app
 
 
@@ -176,8 +181,20 @@ async def run(cfg: HubConfig) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("hub API listening", url=f"http://{host}:{port}/")
+    metrics_runner = None
+    if cfg.metrics_listen() is not None:
+        metrics_runner = web.AppRunner(metrics_app(app), access_log=None)
+        await metrics_runner.setup()
+        m_host, m_port = cfg.metrics_listen()
+        await web.TCPSite(metrics_runner, m_host, m_port).start()
+        log.info("metrics listening", url=f"http://{m_host}:{m_port}/metrics")
+    stop = asyncio.Event()
+    # SIGTERM (systemctl stop, docker stop) is a clean stop: contexts close, the access trail is flushed
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
 

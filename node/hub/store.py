@@ -202,6 +202,65 @@ projection_positions = Table(
     Column("updated", TIME, nullable=False),
 )
 
+# -- the console: accounts, API tokens, the access trail, what was done with quarantined messages --
+
+accounts = Table(
+    "accounts", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # operator | office | department | auditor
+    Column("dept", String(32)),  # the department of a department account
+    Column("password_hash", String(200), nullable=False),  # argon2id, with its parameters
+    Column("must_change", Integer, nullable=False, default=0),  # 1: a one-time password, changed at first login
+    Column("created", TIME, nullable=False),
+    Column("created_by", String(64)),
+    Column("password_changed", TIME, nullable=False),  # sessions from before a change end
+    Column("disabled_at", TIME),
+    Column("failed_logins", Integer, nullable=False, default=0),  # failures since the last success
+    Column("locked_until", TIME),
+    Column("last_login", TIME),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("token_id", String(16), primary_key=True),  # the public part: cx_<token_id>_<secret>
+    Column("name", String(100), nullable=False),  # who or what uses it, e.g. "审计脚本"
+    Column("role", String(16), nullable=False),
+    Column("dept", String(32)),
+    Column("secret_hash", HASH, nullable=False),  # SHA-256 of the secret (256 random bits: no KDF needed)
+    Column("created", TIME, nullable=False),
+    Column("created_by", String(64)),
+    Column("revoked_at", TIME),
+)
+
+access_trail = Table(
+    "access_trail", metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),  # leaf index in the trail's Merkle log
+    Column("time", TIME, nullable=False),
+    Column("actor", String(80), nullable=False),  # account name, "token:<id>", or "-" for nobody
+    Column("role", String(48), nullable=False),
+    Column("action", String(32), nullable=False),  # login, view, download, export, release, …
+    Column("dept", String(32)),  # whose data it was
+    Column("target", String(500), nullable=False),
+    Column("client", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),  # ok | denied | failed | locked | …
+    Column("line", LargeBinary, nullable=False),  # the exact bytes hashed into the log
+    Index("ix_access_trail_time", "time"),
+    Index("ix_access_trail_actor", "actor", "time"),
+    Index("ix_access_trail_dept", "dept", "time"),
+)
+
+quarantine_actions = Table(
+    "quarantine_actions", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("quarantine_id", BigInteger, nullable=False, index=True),
+    Column("action", String(16), nullable=False),  # release | discard
+    Column("comment", Text, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("time", TIME, nullable=False),
+    Column("result", String(40), nullable=False),  # accepted, quarantined again, not in queue, discarded …
+    Column("detail", Text),
+)
+
 MAX_QUARANTINE_HEADER = 64 * 1024
 
 

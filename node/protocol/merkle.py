@@ -258,3 +258,59 @@ def get_nodes_then(
 ) -> list[bytes]:
     """Fetch the perfect nodes a list of ranges needs in one call, then hash the ranges."""
     return hashes_for_ranges(ranges, fetch(nodes_for_ranges(ranges)))
+
+
+# -- range proofs: a contiguous run of leaves (an exported segment of a log) under a root -----
+
+
+def range_proof_ranges(start: int, end: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges outside [start, end) whose hashes, with the leaves inside, give MTH(D[size]).
+
+    Walks the RFC 6962 tree from the root: a subtree wholly outside the run is one hash of the
+    proof, one wholly inside is computed from the run's leaves, and one that straddles an edge is
+    split. At most two ranges per level, in left-to-right order.
+    """
+    if not 0 <= start < end <= size:
+        raise ProtocolError(Reason.BAD_PROOF, f"leaves [{start}, {end}) are not inside a tree of size {size}")
+    ranges: list[tuple[int, int]] = []
+
+    def walk(a: int, b: int) -> None:
+        if b <= start or a >= end:
+            ranges.append((a, b))
+        elif not (start <= a and b <= end):
+            k = _split(b - a)
+            walk(a, a + k)
+            walk(a + k, b)
+
+    walk(0, size)
+    return ranges
+
+
+def root_from_range(start: int, size: int, leaves: Sequence[bytes], proof: Sequence[bytes]) -> bytes:
+    """The root a run of leaf hashes starting at `start` leads to with a range proof (see above)."""
+    end = start + len(leaves)
+    if not leaves or not 0 <= start < end <= size:
+        raise ProtocolError(Reason.BAD_PROOF, f"leaves [{start}, {end}) are not inside a tree of size {size}")
+    hashes = iter(proof)
+
+    def walk(a: int, b: int) -> bytes:
+        if b <= start or a >= end:
+            try:
+                return next(hashes)
+            except StopIteration:
+                raise ProtocolError(Reason.BAD_PROOF, "range proof is too short") from None
+        if start <= a and b <= end:
+            return MerkleTree(leaves[a - start:b - start]).root()
+        k = _split(b - a)
+        left = walk(a, a + k)
+        return node_hash(left, walk(a + k, b))
+
+    root = walk(0, size)
+    if next(hashes, None) is not None:
+        raise ProtocolError(Reason.BAD_PROOF, "range proof is too long")
+    return root
+
+
+def verify_range(start: int, size: int, leaves: Sequence[bytes], proof: Sequence[bytes], root: bytes) -> None:
+    if root_from_range(start, size, leaves, proof) != root:
+        raise ProtocolError(Reason.BAD_PROOF, "the leaves and the range proof do not lead to the root")

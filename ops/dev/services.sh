@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the local services the tests and the demo need are up: start what is installed but
 # stopped, enable the RabbitMQ management plugin, and say exactly what to do when we cannot.
-# usage: ops/dev/services.sh [rabbitmq] [management] [postgres] [mariadb]   (default: all)
+# usage: ops/dev/services.sh [rabbitmq] [management] [postgres] [mariadb] [browser]   (default: all)
 set -u
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(rabbitmq management postgres mariadb)
+[ ${#want[@]} -eq 0 ] && want=(rabbitmq management postgres mariadb browser)
 
 say() { printf 'services: %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -65,6 +65,16 @@ mariadb() {
   say "starting MariaDB"
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd >/dev/null 2>&1
   wait_port 3306 60 || { say "MariaDB did not come up on 127.0.0.1:3306"; return 1; }
+}
+
+browser() {  # Debian's chromium and a CJK font for the browser tests (Playwright never downloads a browser here)
+  local ok=0
+  [ -x /usr/bin/chromium ] || apt_install chromium ||
+    { say "chromium is not installed (browser tests are skipped). Run: sudo apt-get install chromium"; ok=1; }
+  if ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then
+    apt_install fonts-noto-cjk || { say "no CJK font: Chinese shows as boxes. Run: sudo apt-get install fonts-noto-cjk"; ok=1; }
+  fi
+  return $ok
 }
 
 status=0
