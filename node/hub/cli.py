@@ -127,6 +127,10 @@ def register(commands: Any) -> None:
                                                   "postgresql+psycopg://cx@127.0.0.1/cx")
     copy.set_defaults(run=run_copy_store)
 
+    from .compliance_cli import register_hub
+
+    register_hub(sub, _config_arg)
+
     run = sub.add_parser("run", help="run ingest and the API")
     _config_arg(run)
     run.set_defaults(run=run_hub)
