@@ -57,7 +57,7 @@ class Feeder:
         self.prev = batch.header_hash
         outcome = self.ingestor.process(Inbound(batch.to_bytes(), f"{self.dept}.{rtype}",
                                                 self.topology.dept_user(self.dept)))
-        assert outcome.result == "accepted", outcome
+        assert outcome.result == "accepted" and outcome.accepted + outcome.duplicates == len(records), outcome
         with self.store.writer.begin() as conn:
             conn.execute(update(record_versions).where(record_versions.c.batch_id == outcome.batch_id)
                          .values(received=received))

@@ -375,19 +375,16 @@ def describe_basis_change(old: Basis | None, new: Basis) -> list[str]:
     old_cal, new_cal = old.calendar.to_json(), new.calendar.to_json()
     if old_cal["package"] != new_cal["package"]:
         out.append(f"calendar package 日历软件包: {old_cal['package']} → {new_cal['package']}")
-    years = sorted(set(old_cal["overrides"]) | set(new_cal["overrides"]))
-    for y in years:
+    empty = {"holidays": [], "workdays": [], "complete": False}
+    for y in sorted(set(old_cal["overrides"]) | set(new_cal["overrides"])):
         a, b = old_cal["overrides"].get(y), new_cal["overrides"].get(y)
         if a == b:
             continue
         if a is None:
-            out.append(f"calendar {y}: added to the calendar file 新增年度"
-                       + (" (complete 完整)" if b["complete"] else f" ({len(b['holidays'])} holiday(s), "
-                                                                    f"{len(b['workdays'])} working day(s))"))
-            continue
-        if b is None:
+            out.append(f"calendar {y}: added to the calendar file 日历文件新增年度")
+        elif b is None:
             out.append(f"calendar {y}: removed from the calendar file 已从日历文件删除")
-            continue
+        a, b = a or empty, b or empty
         for kind, zh in (("holidays", "假日"), ("workdays", "调休工作日")):
             added = sorted(set(b[kind]) - set(a[kind]))
             removed = sorted(set(a[kind]) - set(b[kind]))
