@@ -58,6 +58,32 @@ trail_flush_seconds = 1.0           # the access trail is appended and checkpoin
 silent_after_seconds = 300          # overview: no heartbeat this long is red (silent)
 late_pending_seconds = 900          # overview: records waiting this long in a node's outbox is amber (late)
 language = "zh"                     # zh | en, until a user chooses
+
+[compliance]
+calendar = "calendar.toml"           # holidays and make-up working days beyond chinesecalendar (调休)
+obligations = "obligations.toml"     # the joint-meeting office's obligations: cx hub obligations load
+silent_after_minutes = 60            # a node with neither heartbeat nor batch for this long is silent
+report_day = 10                      # the monthly compliance report is made on this day of the next month
+report_langs = ["zh"]
+# working days from an event date to the hub's receipt; defaults from the data dictionary (7 for licences and
+# penalties, 20 for most others). Per department, or "*" for all:
+# [compliance.limits.fda]
+# administrative_license = 10
+"""
+
+OBLIGATIONS_TOML = """\
+# 联席会议办公室任务 — the joint-meeting office's obligations. After editing: cx hub obligations load
+# A full example: ops/examples/obligations-2016-luoyang.toml in the Credit Exchange repository.
+title = "任务分工"
+
+# [[obligation]]
+# id = "licences-monthly"
+# title = "行政许可信息按月归集公示"
+# unit = "各许可部门"
+# departments = ["amr", "fda"]
+# record_types = ["administrative_license"]
+# period = "month"          # or a one-off deadline: due = 2026-12-31
+# due_workdays = 10         # working days after each month ends
 """
 
 
@@ -225,6 +251,10 @@ def run_init(args: argparse.Namespace) -> int:
     config_path.write_text(HUB_TOML.format(
         name=args.name, store_url=args.store_url, amqp_url=args.amqp_url, vhost=args.vhost, user_prefix="cx-",
         management_url=args.management_url, listen=args.listen))
+    from .timeliness import shipped_calendar_file
+
+    (target / "calendar.toml").write_text(shipped_calendar_file().read_text("utf-8"), "utf-8")
+    (target / "obligations.toml").write_text(OBLIGATIONS_TOML, "utf-8")
     key = SigningKey.generate()
     key.save(target / "keys" / "hub.key", target / "keys" / "hub.pub")
     cfg = HubConfig.load(config_path)
