@@ -6,6 +6,8 @@ import csv
 import io
 import subprocess
 import sys
+import time
+import urllib.request
 from datetime import date, datetime
 
 import pytest
@@ -367,3 +369,33 @@ def test_the_hub_keeps_the_monthly_reports_once(store, hub_key, tmp_path):
     pdf = next(r for r in fda_own if r["format"] == "pdf" and r["lang"] == "zh")
     kept = reports.kept_report(store, pdf["id"])
     ReportSignature.parse(bytes(kept["signature"])).verify(hub_key.public, bytes(kept["body"]))
+
+
+def test_a_running_hub_loads_the_obligations_file_and_exports_the_figures(hub_factory):
+    """`cx hub run`: the obligations file becomes a version (by "hub start"), and /metrics marks the
+    estimated year and counts versions by timeliness."""
+    hub = hub_factory([])
+    with (hub.dir / "hub.toml").open("a") as fh:
+        fh.write('\n[compliance]\nobligations = "obligations.toml"\n')
+    (hub.dir / "obligations.toml").write_text(OBLIGATIONS, "utf-8")
+    store = Store(hub.cfg.store_url)
+    tax = Feeder(store, "tax", NAMES["tax"], hub.key)
+    tax.send(HONOR, [("h-late", "2026-11-27")], at("2027-01-20"))
+    store.dispose()
+    hub.start()
+    deadline = time.time() + 30
+    text = ""
+    while time.time() < deadline:
+        with urllib.request.urlopen(f"{hub.api}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        if 'cx_timeliness_versions{dept="tax",status="late"} 1.0' in text:
+            break
+        time.sleep(0.5)
+    assert 'cx_timeliness_versions{dept="tax",status="late"} 1.0' in text, text[-2000:]
+    assert 'cx_timeliness_estimated_versions{years="2027"} 1.0' in text
+    assert 'cx_calendar_year_estimated{year="2027"} 1.0' in text
+    assert 'cx_node_last_contact_timestamp_seconds{dept="tax",node="n1"}' in text
+    store = Store(hub.cfg.store_url)
+    history = obligations.history(store)
+    store.dispose()
+    assert [(h["version"], h["loaded_by"]) for h in history] == [(1, "hub start (obligations.toml)")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -446,6 +446,69 @@ def _facts(conn: Connection, req: Request, dept: str, o: obl.Obligation, instanc
     return obl.Facts(arrivals, sum(held.get(dept, {}).get(t, 0) for t in o.record_types), inventory)
 
 
-def utc_of(day: date) -> str:
-    """The UTC instant at which `day` begins in Asia/Shanghai."""
-    return format_time(datetime.combine(day, time(), CHINA).astimezone(timezone.utc))
+# -- metrics ---------------------------------------------------------------------------------
+
+class ComplianceFigures:
+    """Prometheus figures about timeliness and liveness, read from the store in the background.
+
+    A scrape only reads what the last refresh found, so it never waits on a query over a large table.
+    """
+
+    def __init__(self, store: Store, refresh_seconds: float = 30.0):
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.found: dict[str, Any] = {}
+
+    def refresh(self) -> None:
+        from .timeliness import basis_in_force, estimated_counts, status_counts
+
+        with self.store.reader.connect() as conn:
+            statuses = status_counts(conn)
+            estimated = estimated_counts(conn)
+            beats = conn.execute(select(heartbeats.c.dept, heartbeats.c.node, heartbeats.c.received)).all()
+            lasts = conn.execute(select(batches.c.dept, batches.c.node, func.max(batches.c.received))
+                                 .group_by(batches.c.dept, batches.c.node)).all()
+        contact: dict[tuple[str, str], str] = {}
+        for dept, node, stamp in [*beats, *lasts]:
+            contact[(dept, node)] = max(stamp, contact.get((dept, node), stamp))
+        basis = basis_in_force(self.store)
+        this_year = datetime.now(CHINA).year
+        years = {y: basis.calendar.estimated(y) for y in (this_year, this_year + 1)} if basis else {}
+        self.found = {"statuses": statuses, "estimated": estimated, "contact": contact, "years": years}
+
+    async def run(self, stop: Any) -> None:
+        import asyncio
+        import contextlib
+
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # noqa: BLE001 - figures are best effort; the next round tries again
+                pass
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.refresh_seconds)
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        found = self.found
+        versions = GaugeMetricFamily("cx_timeliness_versions", "Accepted record versions by department and "
+                                     "timeliness (on_time, late, correction, retraction, no_date)", labels=["dept", "status"])
+        for (dept, status), n in sorted(found.get("statuses", {}).items()):
+            versions.add_metric([dept, status], n)
+        estimated = GaugeMetricFamily("cx_timeliness_estimated_versions", "Record versions whose lag or deadline "
+                                      "was counted across a calendar year estimated Monday to Friday", labels=["years"])
+        for years, n in sorted(found.get("estimated", {}).items()):
+            estimated.add_metric([years], n)
+        year = GaugeMetricFamily("cx_calendar_year_estimated", "1 while the working days of this or next year are "
+                                 "estimated (neither chinesecalendar nor a complete calendar-file entry)", labels=["year"])
+        for y, flag in sorted(found.get("years", {}).items()):
+            year.add_metric([str(y)], 1 if flag else 0)
+        contact = GaugeMetricFamily("cx_node_last_contact_timestamp_seconds", "When the hub last heard from a node "
+                                    "(signed heartbeat or batch), Unix time", labels=["dept", "node"])
+        for (dept, node), stamp in sorted(found.get("contact", {}).items()):
+            contact.add_metric([dept, node], parse_time(stamp).timestamp())
+        return [versions, estimated, year, contact]
+
+    def describe(self) -> Iterable[Any]:
+        return []  # figures appear after the first refresh; nothing to check at registration

@@ -479,11 +479,38 @@ async def periodic_reports(store: Store, cfg: Any, key: SigningKey, stop: asynci
             log.exception("periodic compliance report failed; retrying in an hour")
 
 
-async def periodic_ctx(app: Any, store_key: Any, config_key: Any) -> AsyncIterator[None]:
-    """The hub's owner of the periodic-report task (an aiohttp cleanup context)."""
-    cfg = app[config_key]
-    stop = asyncio.Event()
-    task = asyncio.create_task(periodic_reports(app[store_key], cfg, SigningKey.load(cfg.hub.signing_key), stop))
-    yield
-    stop.set()
-    await task
+def compliance_ctx(config_key: Any) -> Callable[[Any], AsyncIterator[None]]:
+    """The hub's owner of what compliance needs running (an aiohttp cleanup context): the obligations file
+    loaded when it changed, the figures behind the compliance metrics, the monthly reports."""
+    from .compliance import ComplianceFigures
+    from .web import METRICS, STORE
+
+    async def ctx(app: Any) -> AsyncIterator[None]:
+        cfg, store = app[config_key], app[STORE]
+        await asyncio.to_thread(load_configured_obligations, store, cfg)
+        figures = ComplianceFigures(store)
+        app[METRICS].registry.register(figures)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(figures.run(stop)),
+                 asyncio.create_task(periodic_reports(store, cfg, SigningKey.load(cfg.hub.signing_key), stop))]
+        yield
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    return ctx
+
+
+def load_configured_obligations(store: Store, cfg: Any) -> None:
+    """At start: keep the configured obligations file as a new version when it changed (a bad one is logged)."""
+    from . import obligations
+
+    path = cfg.compliance.obligations
+    if path is None or not path.exists():
+        return
+    try:
+        loaded = obligations.load_file(store, path, by=f"hub start ({path.name})")
+    except obligations.ObligationsError as exc:
+        log.error("the obligations file has problems; the version in force stays", error=str(exc))
+        return
+    if loaded.changed:
+        log.info("obligations loaded", version=loaded.current.version, **loaded.changes)
