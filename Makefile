@@ -29,6 +29,7 @@ bench: venv services
 # RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker
 demo: venv
 	@if [ -z "$$CX_AMQP_URL" ]; then ops/dev/services.sh rabbitmq management; fi
+	@ops/dev/services.sh pdf || echo "PDF compliance reports need the packages named above (HTML, XLSX and CSV work)"
 	@ops/dev/services.sh postgres 2>/dev/null || echo "PostgreSQL not available: the food and drug department uses SQLite"
 	$(BIN)/python -m cx.demo $(if $(RESET),--reset) $(DEMO_ARGS)
 

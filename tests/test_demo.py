@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
@@ -41,6 +42,20 @@ def test_demo_runs_headless(tmp_path):
         assert set(held) == {"amr", "court", "tax", "fda"}, held
         assert all(n >= 10 for n in held.values()), held
         assert beating == {"amr", "court", "tax", "fda"}
+        # the compliance report: the food and drug department delivers late, the others on time
+        today = datetime.now(timezone(timedelta(hours=8))).date()
+        report = tmp_path / "compliance.json"
+        made = subprocess.run(
+            [sys.executable, "-m", "cx.cli", "report", "compliance", "--config", str(state / "hub" / "hub.toml"),
+             "--from", str(today - timedelta(days=60)), "--to", str(today), "--format", "json", "--out", str(report)],
+            capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stdout + made.stderr
+        data = json.loads(report.read_text("utf-8"))
+        late = {d["dept"]: (d["late"], d["on_time"]) for d in data["departments"]}
+        assert late["fda"][0] >= 10 and late["fda"][1] == 0, late
+        assert all(late[d][0] == 0 and late[d][1] >= 10 for d in ("amr", "court", "tax")), late
+        assert data["ranking"][-1]["dept"] == "fda"
+        assert {o["id"] for o in data["obligations"]} >= {"licences-monthly", "judicial-monthly"}
         # a second run reuses the state without errors
         again = subprocess.run(
             [sys.executable, "-m", "cx.demo", "--state", str(state), "--keys", str(tmp_path / "keys"),
