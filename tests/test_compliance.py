@@ -383,7 +383,7 @@ def test_a_running_hub_loads_the_obligations_file_and_exports_the_figures(hub_fa
     tax.send(HONOR, [("h-late", "2026-11-27")], at("2027-01-20"))
     store.dispose()
     hub.start()
-    deadline = time.time() + 30
+    deadline = time.time() + 45  # the figures are refreshed 3 s after start, then every 30 s
     text = ""
     while time.time() < deadline:
         with urllib.request.urlopen(f"{hub.api}/metrics", timeout=5) as resp:

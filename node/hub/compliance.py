@@ -476,17 +476,22 @@ class ComplianceFigures:
         years = {y: basis.calendar.estimated(y) for y in (this_year, this_year + 1)} if basis else {}
         self.found = {"statuses": statuses, "estimated": estimated, "contact": contact, "years": years}
 
-    async def run(self, stop: Any) -> None:
+    async def run(self, stop: Any, first_delay: float = 3.0) -> None:
+        """Refresh shortly after start (once the projector has caught up), then every `refresh_seconds`."""
         import asyncio
         import contextlib
 
+        delay = first_delay
         while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return
+            delay = self.refresh_seconds
             try:
                 await asyncio.to_thread(self.refresh)
             except Exception:  # noqa: BLE001 - figures are best effort; the next round tries again
                 pass
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.refresh_seconds)
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily

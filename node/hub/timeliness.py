@@ -194,12 +194,12 @@ class TimelinessProjection:
         return self._basis
 
     def apply(self, conn: Connection, versions: Sequence[Accepted]) -> None:
-        basis = self.basis(conn)
+        counter = Counter(self.basis(conn))
         dept = versions[0].dept
         previous = _previous_event_dates(conn, dept, {v.record_id for v in versions if v.op == "upsert"})
         rows = []
         for v in versions:
-            row = timeliness_row(basis, v, previous.get(v.record_id))
+            row = counter.row(v, previous.get(v.record_id))
             if row["event_date"] is not None:
                 previous[v.record_id] = row["event_date"]
             rows.append(row)
@@ -209,36 +209,61 @@ class TimelinessProjection:
         conn.execute(record_timeliness.delete())
 
 
+class Counter:
+    """Counts versions by one basis, remembering what repeats within a chunk (a batch shares its receipt
+    time; its records share a few event dates)."""
+
+    def __init__(self, basis: Basis):
+        self.basis = basis
+        self._days: dict[str, date] = {}
+        self._rules: dict[tuple[str, str], tuple[str | None, int]] = {}
+        self._counted: dict[tuple[str, int, date], tuple[str, str, int, str | None]] = {}
+
+    def row(self, v: Accepted, previous_event: str | None) -> dict[str, Any]:
+        """How timely one version was (`previous_event`: the record's event date before this version)."""
+        received = self._days.get(v.received)
+        if received is None:
+            received = self._days[v.received] = china_date(v.received)
+        row: dict[str, Any] = {
+            "dept": v.dept, "ledger_index": v.ledger_index, "record_id": v.record_id, "type": v.type,
+            "event_date": None, "limit_days": None, "deadline": None, "received": v.received,
+            "received_date": received.isoformat(), "lag": None, "status": "retraction", "estimated": None,
+        }
+        if v.op != "upsert":
+            return row
+        rule = self._rules.get((v.dept, v.type))
+        if rule is None:
+            rule = self._rules[(v.dept, v.type)] = (event_field(v.type), self.basis.limits.limit(v.dept, v.type))
+        name, limit = rule
+        value = (v.data or {}).get(name) if name else None
+        counted = self._counted.get((value, limit, received)) if isinstance(value, str) else None
+        if counted is None:
+            try:
+                event = date.fromisoformat(value) if isinstance(value, str) else None
+            except ValueError:
+                event = None
+            if event is None:
+                row["status"] = "no_date"
+                return row
+            calendar = self.basis.calendar
+            deadline = calendar.deadline(event, limit)
+            estimated = calendar.estimated_years(event, max(received, deadline))
+            counted = (event.isoformat(), deadline.isoformat(), calendar.lag(event, received),
+                       ",".join(map(str, estimated)) or None)
+            self._counted[(value, limit, received)] = counted
+        event_text, deadline_text, lag, estimated_text = counted
+        if previous_event == event_text:
+            status = "correction"
+        else:
+            status = "on_time" if received.isoformat() <= deadline_text else "late"
+        row.update(event_date=event_text, limit_days=limit, deadline=deadline_text, lag=lag, status=status,
+                   estimated=estimated_text)
+        return row
+
+
 def timeliness_row(basis: Basis, v: Accepted, previous_event: str | None) -> dict[str, Any]:
-    """How timely one version was (`previous_event`: the record's event date before this version)."""
-    received = china_date(v.received)
-    row: dict[str, Any] = {
-        "dept": v.dept, "ledger_index": v.ledger_index, "record_id": v.record_id, "type": v.type,
-        "event_date": None, "limit_days": None, "deadline": None, "received": v.received,
-        "received_date": received.isoformat(), "lag": None, "status": "retraction", "estimated": None,
-    }
-    if v.op != "upsert":
-        return row
-    name = event_field(v.type)
-    value = (v.data or {}).get(name) if name else None
-    try:
-        event = date.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        event = None
-    if event is None:
-        row["status"] = "no_date"
-        return row
-    limit = basis.limits.limit(v.dept, v.type)
-    deadline = basis.calendar.deadline(event, limit)
-    estimated = basis.calendar.estimated_years(event, max(received, deadline))
-    if previous_event == event.isoformat():
-        status = "correction"
-    else:
-        status = "on_time" if received <= deadline else "late"
-    row.update(event_date=event.isoformat(), limit_days=limit, deadline=deadline.isoformat(),
-               lag=basis.calendar.lag(event, received), status=status,
-               estimated=",".join(map(str, estimated)) or None)
-    return row
+    """How timely one version was, counted by `basis` (see Counter)."""
+    return Counter(basis).row(v, previous_event)
 
 
 def _previous_event_dates(conn: Connection, dept: str, record_ids: set[str]) -> dict[str, str]:
