@@ -62,14 +62,6 @@ PERIOD = (date(2026, 11, 1), date(2026, 11, 30))
 
 
 @pytest.fixture
-def store(store_url):
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.dispose()
-
-
-@pytest.fixture
 def hub_key() -> SigningKey:
     return SigningKey.generate()
 

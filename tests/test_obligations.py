@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from cx.hub import obligations as obl
-from cx.hub.store import Store
 from cx.hub.timeliness import load_calendar
 
 D = date.fromisoformat
@@ -25,14 +24,6 @@ record_types = ["administrative_license"]
 period = "month"
 due_workdays = 5
 """
-
-
-@pytest.fixture
-def store(store_url):
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.dispose()
 
 
 def test_the_luoyang_2016_example_carries_the_annex_tables():

@@ -16,14 +16,6 @@ from timeliness_support import Feeder, at
 LICENCE, HONOR = "administrative_license", "honor"
 
 
-@pytest.fixture
-def store(store_url):
-    s = Store(store_url)
-    s.migrate()
-    yield s
-    s.dispose()
-
-
 def rows(store: Store) -> dict[tuple[str, str, int], dict]:
     with store.reader.connect() as conn:
         found = conn.execute(select(record_timeliness).order_by(record_timeliness.c.dept,

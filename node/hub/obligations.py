@@ -33,6 +33,7 @@ from ..protocol import jsonutil
 from ..protocol.envelope import DEPT_ID, utc_now
 from ..protocol.validation import default_registry
 from .store import Store, obligation_sets
+from .workdays import as_date
 
 OBLIGATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 PERIODS = ("month", "quarter", "year")
@@ -192,7 +193,7 @@ def _obligation(item: Any, at: str, types: set[str], problems: list[str]) -> Obl
         problems.append(f"{at}: give either due = YYYY-MM-DD (once) or period = \"month\"|\"quarter\"|\"year\" "
                         "(recurring) 应填写 due 或 period 之一")
     if due is not None:
-        due = _date(due)
+        due = as_date(due)
         if due is None:
             problems.append(f"{at} due: {item['due']!r} is not a date like 2016-03-31 不是有效日期")
     if period is not None and period not in PERIODS:
@@ -215,7 +216,7 @@ def _obligation(item: Any, at: str, types: set[str], problems: list[str]) -> Obl
             problems.append(f"{at} expected.{t}: {n!r} is not a count 应为非负整数")
     completed = item.get("completed")
     if completed is not None:
-        completed = _date(completed)
+        completed = as_date(completed)
         if completed is None:
             problems.append(f"{at} completed: {item['completed']!r} is not a date like 2016-03-08 不是有效日期")
         elif rtypes:
@@ -228,17 +229,6 @@ def _obligation(item: Any, at: str, types: set[str], problems: list[str]) -> Obl
         return None
     return Obligation(oid, title.strip(), tuple(depts), tuple(rtypes), due, period, due_workdays,
                       dict(expected), completed, item.get("unit", ""), item.get("notes", ""), item.get("source", ""))
-
-
-def _date(value: Any) -> date | None:
-    if isinstance(value, date) and not hasattr(value, "hour"):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
 
 
 # -- versions kept in the store --------------------------------------------------------------

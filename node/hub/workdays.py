@@ -90,7 +90,7 @@ def parse_overrides(raw: Mapping[str, Any], where: str = "calendar") -> dict[int
                 values = []
             found: set[date] = set()
             for i, value in enumerate(values):
-                day = _as_date(value)
+                day = as_date(value)
                 if day is None:
                     problems.append(f"[{key}] {name}[{i}]: {value!r} is not a date like 2027-01-01 不是有效日期")
                 elif day.year != year:
@@ -116,7 +116,8 @@ def parse_overrides(raw: Mapping[str, Any], where: str = "calendar") -> dict[int
     return out
 
 
-def _as_date(value: Any) -> date | None:
+def as_date(value: Any) -> date | None:
+    """A TOML date or an ISO date string as a date; None for anything else."""
     if isinstance(value, date) and not hasattr(value, "hour"):
         return value
     if isinstance(value, str):

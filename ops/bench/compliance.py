@@ -32,7 +32,7 @@ from cx.hub import compliance, obligations, registry, reports  # noqa: E402
 from cx.hub.ingest import Inbound, Ingestor  # noqa: E402
 from cx.hub.projections import Projector  # noqa: E402
 from cx.hub.store import Store, batches, record_versions  # noqa: E402
-from cx.hub.timeliness import NAME, Basis, Limits, TimelinessProjection, recompute  # noqa: E402
+from cx.hub.timeliness import Basis, Limits, TimelinessProjection, recompute  # noqa: E402
 from cx.protocol.envelope import RecordLine, build_batch  # noqa: E402
 from cx.protocol.keys import SigningKey  # noqa: E402
 from cx.transport import Topology  # noqa: E402
