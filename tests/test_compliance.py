@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
 import time
@@ -305,8 +306,9 @@ def test_cx_report_and_cx_verify_report_from_the_command_line(store, tmp_path):
     """A hub folder made by `cx hub init`; its store fed; the office's commands run as a user would."""
     from cx.hub.config import HubConfig
 
-    def cx(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cx.cli", *args], capture_output=True, text=True, timeout=120)
+    def cx(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cx.cli", *args], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **env})
 
     hub_dir = tmp_path / "hub"
     assert cx("hub", "init", "--dir", str(hub_dir)).returncode == 0
@@ -337,11 +339,24 @@ def test_cx_report_and_cx_verify_report_from_the_command_line(store, tmp_path):
     bad = cx("verify-report", str(out), "--public-key", str(hub_dir / "keys" / "hub.pub"))
     assert bad.returncode == 1 and "INVALID" in bad.stdout
 
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write('[compliance.limits.fda]\nadministrative_license = 15\n')
+    pending = cx("hub", "calendar", "check", "--config", config)
+    assert "differ from those in force" in pending.stdout and "timeliness recompute" in pending.stdout
+    recomputed = cx("hub", "timeliness", "recompute", "--config", config, "--by", "联席办 王某")
+    assert recomputed.returncode == 0, recomputed.stderr
+    assert "limit fda administrative_license: default 7 → 15 working days" in recomputed.stdout
+    assert "late → on_time: 2" in recomputed.stdout and "fda: 3 changed" in recomputed.stdout  # lags 12 and 14
+
     kept = cx("report", "list", "--config", config)
     assert "2026-11-01 – 2026-11-30" in kept.stdout and "pdf" in kept.stdout
     nope = cx("report", "compliance", "--config", config, "--from", "2026-11-30", "--to", "2026-11-01",
               "--out", str(tmp_path / "x.html"))
     assert nope.returncode == 2 and "before it starts" in nope.stderr
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write('amr = 3\n')
+    broken = cx("hub", "run", "--config", config, CX_BROKER_PASSWORD="unused")
+    assert broken.returncode == 2 and "[compliance.limits] fda.amr: unknown record type" in broken.stderr
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)

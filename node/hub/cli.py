@@ -416,6 +416,9 @@ def run_hub(args: argparse.Namespace) -> int:
         cfg.hub_amqp_url()
     except ConfigError as exc:
         raise UsageError(f"{exc} — run `cx hub provision --config {args.config}` first") from None
+    from .timeliness import Basis
+
+    Basis.from_config(cfg)  # a calendar file or limit that cannot be used is said now, not deep in start-up
     log.configure()
     try:
         asyncio.run(run(cfg))

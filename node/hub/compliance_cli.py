@@ -364,19 +364,16 @@ def run_periodic(args: argparse.Namespace) -> int:
     cfg = HubConfig.load(args.config)
     key = _signing_key(cfg)
     _configured_basis(cfg)
-    if args.month:
-        first = args.month
-        last = (date(first.year + (first.month == 12), first.month % 12 + 1, 1) - timedelta(days=1))
-    else:
-        from datetime import datetime
-
-        from ..protocol.validation import CHINA
-
-        first, last = reports.due_month(datetime.now(CHINA).date(), cfg.compliance.report_day)
     with _store(cfg) as store:
-        made = reports.make_periodic(store, cfg, key, first, last)
-    if not made:
-        print(f"the reports for {first:%Y-%m} are already kept 已存在")
+        if args.month:
+            first = args.month
+            last = date(first.year + (first.month == 12), first.month % 12 + 1, 1) - timedelta(days=1)
+            made = reports.make_periodic(store, cfg, key, first, last)
+        else:
+            due = reports.due_and_missing(store, cfg)
+            made = reports.make_periodic(store, cfg, key, *due) if due else []
+            if due is None:
+                print("the latest month's reports are already kept 本月报告已生成")
     for line in made:
         print(f"  made 已生成 {line}")
     return 0

@@ -282,13 +282,15 @@ def render_xlsx(data: dict[str, Any], *, lang: str, generated: str, hub_key_id: 
             cell.alignment = Alignment(vertical="center", wrap_text=True)
         ws.freeze_panes = "A2"
         widths = [max(8, _width(h)) for h, _ in columns]
-        for row in rows:
+        for number, row in enumerate(rows, start=2):
             values = [_cell(v, kind) for v, (_, kind) in zip(row, columns)]
             ws.append(values)
             for i, (v, (_, kind)) in enumerate(zip(values, columns)):
                 if v is not None and kind in formats:
-                    ws.cell(ws.max_row, i + 1).number_format = formats[kind]
-                widths[i] = min(60, max(widths[i], _width(local_time(row[i]) if kind == "time" and row[i] else row[i])))
+                    ws.cell(number, i + 1).number_format = formats[kind]
+                if number < 200:  # column widths from the first rows are enough
+                    shown = local_time(row[i]) if kind == "time" and row[i] else row[i]
+                    widths[i] = min(60, max(widths[i], _width(shown)))
         for i, width in enumerate(widths, start=1):
             ws.column_dimensions[get_column_letter(i)].width = width + 2
         if rows:
@@ -447,22 +449,32 @@ def make_periodic(store: Store, cfg: Any, key: SigningKey, first: date, last: da
     return made
 
 
-def ensure_periodic(store: Store, cfg: Any, key: SigningKey, today: date | None = None) -> list[str]:
-    """Make the latest due month's reports if the hub does not keep them yet."""
+def due_and_missing(store: Store, cfg: Any, today: date | None = None) -> tuple[date, date] | None:
+    """The latest month whose reports are due, if the hub does not keep them yet."""
     today = today or datetime.now(CHINA).date()
     first, last = due_month(today, cfg.compliance.report_day)
     with store.reader.connect() as conn:
         c = compliance_reports.c
         have = conn.execute(select(c.id).where(c.period_from == first.isoformat(), c.period_to == last.isoformat(),
                                                c.scope == "*").limit(1)).first()
-    if have is not None:
-        return []
-    return make_periodic(store, cfg, key, first, last)
+    return None if have is not None else (first, last)
+
+
+def ensure_periodic(store: Store, cfg: Any, key: SigningKey, today: date | None = None) -> list[str]:
+    """Make the latest due month's reports if the hub does not keep them yet."""
+    due = due_and_missing(store, cfg, today)
+    return make_periodic(store, cfg, key, *due) if due else []
 
 
 async def periodic_reports(store: Store, cfg: Any, key: SigningKey, stop: asyncio.Event,
                            interval: float = 3600.0, first_delay: float = 60.0) -> None:
-    """Run beside the hub: check hourly whether a month's reports are due, and make them (in a thread)."""
+    """Run beside the hub: check hourly whether a month's reports are due, and make them.
+
+    Laying out PDFs takes seconds of CPU per report, so a hub that was started from a configuration
+    file makes them in a `cx report periodic` process of its own: ingest in this one is not slowed.
+    """
+    import sys
+
     delay = first_delay
     while not stop.is_set():
         try:
@@ -472,9 +484,22 @@ async def periodic_reports(store: Store, cfg: Any, key: SigningKey, stop: asynci
             pass
         delay = interval
         try:
-            made = await asyncio.to_thread(ensure_periodic, store, cfg, key)
-            if made:
-                log.info("periodic compliance reports made", reports=len(made), period=made[0].split()[0])
+            due = await asyncio.to_thread(due_and_missing, store, cfg)
+            if due is None:
+                continue
+            if cfg.path is None:
+                made = await asyncio.to_thread(make_periodic, store, cfg, key, *due)
+                log.info("periodic compliance reports made", reports=len(made), period=f"{due[0]:%Y-%m}")
+                continue
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cx.cli", "report", "periodic", "--config", str(cfg.path),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await proc.communicate()
+            text = out.decode("utf-8", "replace").strip()
+            if proc.returncode == 0:
+                log.info("periodic compliance reports made", period=f"{due[0]:%Y-%m}", output=text[-500:])
+            else:
+                log.error("periodic compliance reports failed; retrying in an hour", output=text[-2000:])
         except Exception:  # noqa: BLE001 - a failed report must not stop the hub; tried again next round
             log.exception("periodic compliance report failed; retrying in an hour")
 
