@@ -6,7 +6,7 @@ department its ledger checkpoint, liveness, what arrived in the period and how t
 against the node's signed inventory, rejections at the hub and at the department, and the status
 of every obligation; then a ranking and a trend. Records count in the period of their receipt
 date (Asia/Shanghai). The same store, period, scope and `as_of` give byte-identical data
-(`data_bytes`): no clock is read, everything is sorted.
+(`data_bytes`): given `as_of`, no clock is read, and everything is sorted.
 """
 
 from __future__ import annotations
@@ -221,9 +221,10 @@ def _hub_rejections(conn: Connection, req: Request, names: Sequence[str]) -> dic
         body = jsonutil.loads(bytes(receipt).split(b"\n", 1)[0])
         counts = out.setdefault(dept, {})
         for rejection in body.get("rejected", []):
-            rules = sorted({e.get("rule", "?") for e in rejection.get("errors", [])}) or ["?"]
-            # a record counts once, under its first rule; the others it broke are not counted again
-            counts[(rtype, rules[0])] = counts.get((rtype, rules[0]), 0) + 1
+            # a record counts once, under the first rule it broke; the others are not counted again
+            errors = rejection.get("errors") or [{}]
+            rule = str(errors[0].get("rule", "?"))
+            counts[(rtype, rule)] = counts.get((rtype, rule), 0) + 1
     return out
 
 
