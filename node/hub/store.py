@@ -428,6 +428,18 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
+def copy_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Many rows in one go: PostgreSQL's COPY (one round trip instead of one per row), else `insert_many`."""
+    if not rows or conn.dialect.name != "postgresql":
+        insert_many(conn, table, rows)
+        return
+    columns = list(rows[0])
+    with conn.connection.dbapi_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
+
 def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
