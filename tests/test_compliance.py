@@ -419,3 +419,20 @@ def test_the_benchmark_still_runs(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     figures = json.loads((tmp_path / "compliance-sqlite-400.json").read_text())
     assert figures["versions"] == figures["projected"] == 400 and figures["renders"]["pdf"]["pages"] >= 2
+
+
+def test_every_word_of_the_reports_has_its_chinese():
+    """Each message the report template and the report code use is translated in the zh catalog."""
+    from pathlib import Path
+
+    from babel.messages.extract import extract_from_file
+    from babel.messages.pofile import read_po
+
+    hub = Path(__file__).resolve().parent.parent / "node" / "hub"
+    found = {m for _, m, _, _ in extract_from_file("python", str(hub / "reports.py"))}
+    found |= {m for _, m, _, _ in extract_from_file("jinja2", str(hub / "templates" / "reports" / "compliance.html"),
+                                                    options={"extensions": "jinja2.ext.i18n"})}
+    with (hub / "locale" / "zh" / "LC_MESSAGES" / f"{reports.DOMAIN}.po").open("rb") as fh:
+        zh = read_po(fh, locale="zh")
+    untranslated = sorted(m for m in found if isinstance(m, str) and not (zh.get(m) and zh.get(m).string))
+    assert len(found) > 100 and untranslated == []

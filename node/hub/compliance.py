@@ -384,9 +384,9 @@ def _title(rtype: str) -> str:
 def _ranking(depts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Departments best first: on-time share, then fewest missing, then smallest 95th percentile lag."""
     def key(d: dict[str, Any]) -> tuple:
-        share = d["on_time_share"]
-        return (share is None, -(share or 0.0), d["missing"] or 0, d["lag_p95"] if d["lag_p95"] is not None else 1e9,
-                d["dept"])
+        share, missing, p95 = d["on_time_share"], d["missing"], d["lag_p95"]
+        # unknown figures (nothing received, no inventory) rank after known ones
+        return (share is None, -(share or 0.0), missing is None, missing or 0, p95 is None, p95 or 0, d["dept"])
 
     return [{"rank": i, "dept": d["dept"], "name": d["name"], "on_time_share": d["on_time_share"],
              "late": d["late"], "missing": d["missing"], "lag_p95": d["lag_p95"], "silent": d["liveness"]["silent"]}
