@@ -371,6 +371,18 @@ def render(data: dict[str, Any], fmt: str, *, lang: str, key: SigningKey, genera
     return Report(fmt, lang, body, payload, signature)
 
 
+def api_answer(data: dict[str, Any], *, lang: str, key: SigningKey) -> dict[str, Any]:
+    """The JSON API's answer: the data section, its detached signature (over the data section's exact bytes,
+    as `?format=json` downloads them), and the obligations' statuses and reasons in words."""
+    report = render(data, "json", lang=lang, key=key)
+    words = Words(lang)
+    return {"data": data, "data_sha256": report.signature.data_sha256,
+            "signature": report.signature.to_bytes().decode("ascii"),
+            "words": {"lang": words.lang, "obligations": [
+                {"id": o["id"], "dept": o["dept"], "due": o["due"], "status": words.status(o["status"]),
+                 "reason": words.reason(o)} for o in data["obligations"]]}}
+
+
 # -- the reports the hub keeps ---------------------------------------------------------------
 
 def due_month(today: date, report_day: int) -> tuple[date, date]:
