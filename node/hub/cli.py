@@ -62,7 +62,6 @@ language = "zh"                     # zh | en, until a user chooses
 [compliance]
 calendar = "calendar.toml"           # holidays and make-up working days beyond chinesecalendar (调休)
 obligations = "obligations.toml"     # the joint-meeting office's obligations: cx hub obligations load
-silent_after_minutes = 60            # a node with neither heartbeat nor batch for this long is silent
 report_day = 10                      # the monthly compliance report is made on this day of the next month
 report_langs = ["zh"]
 # working days from an event date to the hub's receipt; defaults from the data dictionary (7 for licences and

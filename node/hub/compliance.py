@@ -62,12 +62,12 @@ class Request:
 @dataclass(frozen=True)
 class Settings:
     hub_name: str = "Credit Exchange hub"
-    silent_after_minutes: int = 60
+    silent_after_seconds: float = 300.0  # the console's threshold ([console] silent_after_seconds): one meaning of silent
     trend_periods: int = 6
 
     @classmethod
     def from_config(cls, cfg: Any) -> Settings:
-        return cls(cfg.hub.name, cfg.compliance.silent_after_minutes, cfg.compliance.trend_periods)
+        return cls(cfg.hub.name, cfg.console.silent_after_seconds, cfg.compliance.trend_periods)
 
 
 def data_bytes(report: dict[str, Any]) -> bytes:
@@ -340,7 +340,7 @@ def _department(d: dict[str, Any], rows: list[Any], late: tuple[list[dict], int]
     return {
         "dept": dept, "name": d["name"], "region": d["region"],
         "checkpoint": checkpoint,
-        "liveness": _liveness(beats, last_batches, as_of, settings.silent_after_minutes),
+        "liveness": _liveness(beats, last_batches, as_of, settings.silent_after_seconds),
         **totals,
         "on_time_share": _share(totals["on_time"], totals["on_time"] + totals["late"]),
         "lag_median": median(all_lags), "lag_p95": percentile(all_lags, 0.95),
@@ -357,8 +357,9 @@ def _department(d: dict[str, Any], rows: list[Any], late: tuple[list[dict], int]
     }
 
 
-def _liveness(beats: list[dict[str, Any]], last_batches: dict[str, str], as_of: str, silent_after: int) -> dict[str, Any]:
-    limit = parse_time(as_of) - timedelta(minutes=silent_after)
+def _liveness(beats: list[dict[str, Any]], last_batches: dict[str, str], as_of: str,
+              silent_after: float) -> dict[str, Any]:
+    limit = parse_time(as_of) - timedelta(seconds=silent_after)
     nodes = []
     for node in sorted({b["node"] for b in beats} | set(last_batches)):
         beat = next((b for b in beats if b["node"] == node), None)
@@ -370,7 +371,7 @@ def _liveness(beats: list[dict[str, Any]], last_batches: dict[str, str], as_of: 
                       "silent": latest is None or parse_time(latest) < limit})
     heard = max((n["last_heartbeat"] for n in nodes if n["last_heartbeat"]), default=None)
     batch = max((n["last_batch"] for n in nodes if n["last_batch"]), default=None)
-    return {"nodes": nodes, "last_heartbeat": heard, "last_batch": batch, "silent_after_minutes": silent_after,
+    return {"nodes": nodes, "last_heartbeat": heard, "last_batch": batch, "silent_after_seconds": silent_after,
             "silent": not nodes or all(n["silent"] for n in nodes)}
 
 

@@ -68,7 +68,6 @@ class ComplianceSection:
     calendar: Path | None = None  # holidays and make-up working days per year; default: the file shipped with cx
     obligations: Path | None = None  # the office's obligations (TOML); loaded with `cx hub obligations load`
     limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {dept or "*": {record type: working days}}
-    silent_after_minutes: int = 60  # a node with neither heartbeat nor batch for this long is silent
     report_day: int = 10  # the monthly report for a month is made on this day of the next month
     report_langs: list[str] = field(default_factory=lambda: ["zh"])  # languages of the periodic reports
     trend_periods: int = 6  # months shown in a report's trend
@@ -77,8 +76,6 @@ class ComplianceSection:
         if not 1 <= self.report_day <= 28:
             raise config.ConfigError(f"[compliance] report_day = {self.report_day}: give a day from 1 to 28 "
                                      "报告生成日应为1至28日")
-        if self.silent_after_minutes < 1:
-            raise config.ConfigError("[compliance] silent_after_minutes must be at least 1 静默阈值至少1分钟")
         if not 1 <= self.trend_periods <= 36:
             raise config.ConfigError("[compliance] trend_periods: give 1 to 36 趋势期数应为1至36")
         bad = [lang for lang in self.report_langs if lang not in ("zh", "en")]

@@ -87,35 +87,6 @@ def _update_catalogs() -> None:  # pragma: no cover - a maintainer's tool
             print(f"  {m!r}")
 
 
-# -- the compliance reports, rendered outside any request (the command line, the monthly reports) --
-
-LANGS = tuple(LANGUAGES)
-DEFAULT_LANG = DEFAULT
-HTML_LANG = {"zh": "zh-CN", "en": "en"}
-
-
-def check_lang(lang: str | None) -> str:
-    if lang is None:
-        return DEFAULT_LANG
-    if lang not in LANGS:
-        raise ValueError(f"language {lang!r}: use one of {', '.join(LANGS)} 语言应为 zh 或 en")
-    return lang
-
-
-@functools.cache
-def translations(lang: str, domain: str) -> NullTranslations:
-    """The catalog of `domain` in `lang` (English, the message ids themselves, needs none)."""
-    path = resources.files("cx.hub").joinpath("locale", lang, "LC_MESSAGES", f"{domain}.po")
-    if lang == "en" or not path.is_file():
-        return NullTranslations()
-    with path.open("rb") as fh:
-        parsed = read_po(fh, locale=lang, domain=domain)
-    compiled = io.BytesIO()
-    write_mo(compiled, parsed)
-    compiled.seek(0)
-    return Translations(compiled, domain=domain)
-
-
 # how messages are found: _() and ngettext() in the code, {{ _() }} and {% trans %} in the templates
 METHODS = [("**.py", "python"), ("templates/**.html", "jinja2")]
 OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}

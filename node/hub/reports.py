@@ -25,12 +25,12 @@ from ..protocol.keys import SigningKey
 from ..protocol.reports import ReportSignature, sha256
 from ..protocol.validation import CHINA
 from . import compliance
-from .i18n import HTML_LANG, check_lang, translations
+from .i18n import LANGUAGES, catalog
 from .store import Store, compliance_reports
 
 log = structlog.get_logger("cx.hub.reports")
 
-DOMAIN = "compliance"
+HTML_LANG = {"zh": "zh-CN", "en": "en"}
 FORMATS = ("html", "pdf", "xlsx", "csv", "json")
 MEDIA_TYPES = {
     "json": "application/json", "html": "text/html; charset=utf-8", "pdf": "application/pdf",
@@ -61,13 +61,21 @@ class Report:
 
 # -- words -----------------------------------------------------------------------------------
 
+def check_lang(lang: str | None) -> str:
+    if lang is None:
+        return "zh"
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r}: use one of {', '.join(LANGUAGES)} 语言应为 zh 或 en")
+    return lang
+
+
 class Words:
-    """Everything a report says in words, in one language."""
+    """Everything a report says in words, in one language (the console's catalog: reports are made outside any
+    request, by the command line and the monthly task, so the language is chosen here, not per request)."""
 
     def __init__(self, lang: str):
         self.lang = check_lang(lang)
-        self.t = translations(self.lang, DOMAIN)
-        self._ = self.t.gettext
+        self._ = catalog(self.lang).gettext
 
     def status(self, status: str) -> str:
         _ = self._
@@ -156,7 +164,7 @@ def _environment(lang: str) -> Any:
 
     env = Environment(loader=PackageLoader("cx.hub", "templates"), autoescape=select_autoescape(("html",)),
                       extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
-    env.install_gettext_translations(translations(lang, DOMAIN), newstyle=True)
+    env.install_gettext_translations(catalog(lang), newstyle=True)
     env.filters.update(local_time=local_time, pct=pct, num=num, days=days, css_string=css_string)
     return env
 
@@ -209,16 +217,16 @@ def tables(data: dict[str, Any], lang: str) -> list[tuple[str, list[tuple[str, s
     text = [(_("Item"), "text"), (_("Value"), "text")]
     out: list[tuple[str, list[tuple[str, str]], list[list[Any]]]] = [(_("About"), text, about)]
     out.append((_("Ranking"), [(_("Rank"), "int"), (_("Department ID"), "text"), (_("Department"), "text"),
-                               (_("On-time share"), "share"), (_("Late"), "int"), (_("Missing"), "int"),
+                               (_("On-time share"), "share"), (_("Late"), "int"), (_("Not delivered"), "int"),
                                (_("Lag P95 (working days)"), "days"), (_("Silent"), "bool")],
                 [[x["rank"], x["dept"], x["name"], x["on_time_share"], x["late"], x["missing"], x["lag_p95"],
                   _("yes") if x["silent"] else _("no")] for x in data["ranking"]]))
     out.append((_("Departments"), [
         (_("Department ID"), "text"), (_("Department"), "text"), (_("Record type"), "text"), (_("Type code"), "text"),
-        (_("Limit (working days)"), "int"), (_("Received"), "int"), (_("On time"), "int"), (_("Late"), "int"),
+        (_("Limit (working days)"), "int"), (_("Received records"), "int"), (_("On time"), "int"), (_("Late"), "int"),
         (_("Corrections"), "int"), (_("Retractions"), "int"), (_("On-time share"), "share"),
         (_("Lag median (working days)"), "days"), (_("Lag P95 (working days)"), "days"), (_("At the source"), "int"),
-        (_("Held at the hub"), "int"), (_("Missing"), "int"), (_("Surplus at the hub"), "int"),
+        (_("Held at the hub"), "int"), (_("Not delivered"), "int"), (_("Surplus at the hub"), "int"),
         (_("Rejected at the hub"), "int"), (_("Rejected at the department"), "int")],
         [[d["dept"], d["name"], w.type_name(t["type"], t["title"]), t["type"], t["limit"], t["versions"], t["on_time"],
           t["late"], t["corrections"], t["retractions"], t["on_time_share"], t["lag_median"], t["lag_p95"],
@@ -249,7 +257,7 @@ def tables(data: dict[str, Any], lang: str) -> list[tuple[str, list[tuple[str, s
         [[d["dept"], n["node"], n["last_heartbeat"], n["last_batch"], n["version"] or "",
           _("yes") if n["silent"] else _("no")] for d in data["departments"] for n in d["liveness"]["nodes"]]))
     out.append((_("Trend"), [
-        (_("Department ID"), "text"), (_("Month"), "text"), (_("Received"), "int"), (_("On time"), "int"),
+        (_("Department ID"), "text"), (_("Month"), "text"), (_("Received records"), "int"), (_("On time"), "int"),
         (_("Late"), "int"), (_("On-time share"), "share")],
         [[t["dept"], p["period"], p["versions"], p["on_time"], p["late"], p["on_time_share"]]
          for t in data["trend"]["departments"] for p in t["points"]]))
