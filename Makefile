@@ -24,6 +24,8 @@ test: venv services
 bench: venv services
 	$(BIN)/python bench/hub_ingest.py --out bench-results/hub-ingest.json
 	$(BIN)/python bench/hub_ingest.py --store postgresql --out bench-results/hub-ingest-postgresql.json
+	$(BIN)/python bench/compliance.py --out bench-results
+	$(BIN)/python bench/compliance.py --store postgresql --out bench-results
 
 # a hub and four Luoyang departments exchanging generated records; Ctrl-C stops it.
 # RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker

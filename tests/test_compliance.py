@@ -409,11 +409,11 @@ def test_a_running_hub_loads_the_obligations_file_and_exports_the_figures(hub_fa
 
 
 def test_the_benchmark_still_runs(tmp_path):
-    """ops/bench/compliance.py on a few hundred versions: it works and writes its figures (no timings checked)."""
+    """bench/compliance.py on a few hundred versions: it works and writes its figures (no timings checked)."""
     import json
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "ops" / "bench" / "compliance.py"
+    script = Path(__file__).resolve().parent.parent / "bench" / "compliance.py"
     done = subprocess.run([sys.executable, str(script), "--versions", "400", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -1,6 +1,6 @@
 """Benchmark: the timeliness projection and compliance reports on a realistic month, with ingest as the yardstick.
 
-    .venv/bin/python ops/bench/compliance.py [--versions 100000] [--store sqlite|postgresql] [--out var/bench]
+    .venv/bin/python bench/compliance.py [--versions 100000] [--store sqlite|postgresql] [--out bench-results]
 
 Feeds N administrative-licence versions for four departments through the real Ingestor (batches of
 1,000, October 2026 — National Day week included — with event dates up to 30 days before receipt),
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from cx.hub import compliance, obligations, registry, reports  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", type=int, default=100_000)
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results")
     args = parser.parse_args()
     rng = random.Random(2016)
     work = Path(tempfile.mkdtemp(prefix="cx-bench-compliance-"))
