@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from datetime import date
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +17,7 @@ from cx.hub.projections import Projector, hub_projections
 from cx.hub.store import access_trail
 from cx.protocol.reports import ReportSignature
 from console_support import Client, make_console_hub
+from test_browser import CHROMIUM, browser  # noqa: F401 - the Playwright fixture (Debian's chromium)
 from timeliness_support import Feeder, at
 
 LICENCE = "administrative_license"
@@ -149,3 +152,44 @@ async def test_bad_periods_are_explained(hub):
         assert status == 400 and "Unknown format" in answer["message"]
         status, answer = await c.json(f"/api/v1/reports/compliance?{NOVEMBER}&dept=nope")
         assert status == 400 and "no department nope" in answer["message"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                    reason="chromium is not installed: ops/dev/services.sh browser")
+@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
+async def test_the_office_opens_the_compliance_page_in_a_browser_and_downloads_the_xlsx(hub, browser, tmp_path):
+    """Debian's chromium (Playwright): log in as the office, open the compliance page, see the late department,
+    download the XLSX from the page's link and read it back; a screenshot goes to test-artefacts/browser/."""
+    from openpyxl import load_workbook
+
+    from console_support import PASSWORD
+    from test_browser import ARTEFACTS
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
+                                        base_url=hub.url, extra_http_headers={"Accept-Language": "zh-CN"})
+    page = await context.new_page()
+    await page.goto("/login")
+    await page.fill("input[name=name]", "office1")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_load_state()
+    await page.click("nav.main a[href='/compliance']")
+    await page.fill("input[name=from]", "2026-11-01")
+    await page.fill("input[name=to]", "2026-11-30")
+    await page.click("form.filters button[type=submit]")
+    await page.wait_for_load_state()
+    late = page.locator("#ranking tr[data-dept=fda]")
+    assert await late.get_attribute("class") == "bad"
+    assert (await late.locator("td.late-count").inner_text()).strip() == "2"
+    assert "fda-1" in await page.locator(".late-records[data-dept=fda]").inner_text()
+    await page.screenshot(path=str(ARTEFACTS / "compliance.png"), full_page=True)
+    async with page.expect_download() as waiting:
+        await page.click("#downloads a:text-is('XLSX')")
+    download = await waiting.value
+    saved = tmp_path / download.suggested_filename
+    await download.save_as(saved)
+    await context.close()
+    assert saved.name.startswith("compliance-2026-11-01-2026-11-30-all-") and saved.suffix == ".xlsx"
+    rows = {r[1]: r for r in load_workbook(saved)["逾期记录" if "-zh." in saved.name else "Late records"]
+            .iter_rows(min_row=2, values_only=True)}
+    assert rows["fda-1"][0] == "fda" and rows["fda-1"][6] == 20 and rows["fda-2"][6] == 12

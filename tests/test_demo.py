@@ -56,18 +56,48 @@ def test_demo_runs_headless(tmp_path):
         assert all(late[d][0] == 0 and late[d][1] >= 10 for d in ("amr", "court", "tax")), late
         assert data["ranking"][-1]["dept"] == "fda"
         assert {o["id"] for o in data["obligations"]} >= {"licences-monthly", "judicial-monthly"}
-        # a second run reuses the state without errors
-        again = subprocess.run(
+        # a second run reuses the state without errors; meanwhile the office opens the compliance page
+        rerun = subprocess.Popen(
             [sys.executable, "-m", "cx.demo", "--state", str(state), "--keys", str(tmp_path / "keys"),
-             "--duration", "5", "--port", str(port), "--vhost", topology.vhost,
+             "--duration", "15", "--port", str(port), "--vhost", topology.vhost,
              "--user-prefix", topology.user_prefix, "--pg-database", pg_database, "--quiet"],
-            capture_output=True, text=True, timeout=120)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        office = next(a for a in logins["accounts"] if a["role"] == "office")
+        page = _compliance_page(f"http://127.0.0.1:{port}", office["name"], office["password"])
+        rows = dict(re.findall(r'<tr data-dept="(\w+)" class="(\w*)">', page.split('id="ranking"')[1]))
+        assert rows == {"amr": "", "court": "", "tax": "", "fda": "bad"}, rows  # bad: late records
+        assert "/compliance" in done.stdout
+        out, err = rerun.communicate(timeout=120)
+        again = subprocess.CompletedProcess(rerun.args, rerun.returncode, out, err)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "reusing the demo state" in again.stdout
         assert re.findall(r"^ +(\S+) +login 登录: (\S+) +/ (\S+)$", again.stdout, re.M) == printed
     finally:
         run_sync(delete_broker_state(topology))
         drop_pg_database(pg_database)
+
+
+def _compliance_page(base: str, name: str, password: str, timeout: float = 60) -> str:
+    """Log in to the demo's console as a browser would (cookie, CSRF token) and fetch /compliance."""
+    import http.cookiejar
+    import time
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    deadline = time.time() + timeout
+    while True:
+        try:
+            form = opener.open(f"{base}/login", timeout=5).read().decode()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    body = urllib.parse.urlencode({"name": name, "password": password, "csrf_token": csrf}).encode()
+    opener.open(f"{base}/login", data=body, timeout=10).read()
+    return opener.open(f"{base}/compliance", timeout=60).read().decode()
 
 
 def _busy(port: int) -> bool:

@@ -422,6 +422,7 @@ listen = "127.0.0.1:{port}"
             "",
             "Credit Exchange demo is running 演示已启动",
             f"  console 控制台:       {base}/",
+            f"  compliance 合规:      {base}/compliance   (the office's view: 食品药品监督管理局 delivers late 逾期报送)",
         ]
         for login in self.logins["accounts"]:
             lines.append(f"    {login['role']:<16} login 登录: {login['name']:<9} / {login['password']}")
@@ -443,8 +444,7 @@ listen = "127.0.0.1:{port}"
             f"{base}/api/v1/departments/amr/records/amr-xzcf-1/proof > bundle.json && "
             f".venv/bin/cx verify bundle.json --public-key {rel(self.keys / 'amr.pub')}",
             f"    .venv/bin/cx report compliance --config {rel(self.hub_dir / 'hub.toml')} "
-            f"--from {today.replace(day=1)} --to {today} --format pdf --out var/compliance.pdf"
-            "   (食品药品监督管理局 reports late 逾期报送)",
+            f"--from {today.replace(day=1)} --to {today} --format pdf --out var/compliance.pdf",
             f"    .venv/bin/cx verify-report var/compliance.pdf --public-key {rel(self.keys / 'hub.pub')}",
             "  Ctrl-C stops everything 按 Ctrl-C 停止.",
             "",
