@@ -321,6 +321,14 @@ def test_cx_report_and_cx_verify_report_from_the_command_line(store, tmp_path):
     (hub_dir / "obligations.toml").write_text(OBLIGATIONS, "utf-8")
     loaded = cx("hub", "obligations", "load", "--config", config, "--by", "联席办 王某")
     assert loaded.returncode == 0 and "unchanged" in loaded.stdout  # the fixture loaded the same text already
+    (hub_dir / "obligations.toml").write_text(OBLIGATIONS.replace("due_workdays = 5", "due_workdays = 8"), "utf-8")
+    loaded = cx("hub", "obligations", "load", "--config", config, "--by", "联席办 王某")
+    assert loaded.returncode == 0 and "version 2 by 联席办 王某" in loaded.stdout and "changed 修改: licences-monthly" \
+        in loaded.stdout
+    history = cx("hub", "obligations", "history", "--config", config)
+    assert "v1" in history.stdout and "by 联席办 王某" in history.stdout and "changed licences-monthly" in history.stdout
+    shown = cx("hub", "obligations", "show", "--config", config)
+    assert "every month, 8 working days after it ends" in shown.stdout and "tax-honors" in shown.stdout
 
     check = cx("hub", "calendar", "check", "--config", config, "--years", "2025-2027")
     assert check.returncode == 0, check.stderr
