@@ -24,11 +24,14 @@ test: venv services
 bench: venv services
 	$(BIN)/python bench/hub_ingest.py --out bench-results/hub-ingest.json
 	$(BIN)/python bench/hub_ingest.py --store postgresql --out bench-results/hub-ingest-postgresql.json
+	$(BIN)/python bench/compliance.py --out bench-results
+	$(BIN)/python bench/compliance.py --store postgresql --out bench-results
 
 # a hub and four Luoyang departments exchanging generated records; Ctrl-C stops it.
 # RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker
 demo: venv
 	@if [ -z "$$CX_AMQP_URL" ]; then ops/dev/services.sh rabbitmq management; fi
+	@ops/dev/services.sh pdf || echo "PDF compliance reports need the packages named above (HTML, XLSX and CSV work)"
 	@ops/dev/services.sh postgres 2>/dev/null || echo "PostgreSQL not available: the food and drug department uses SQLite"
 	$(BIN)/python -m cx.demo $(if $(RESET),--reset) $(DEMO_ARGS)
 

@@ -70,11 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify_trail.add_argument("segment", type=Path, help="segment JSON from the hub (/api/v1/trail/segment)")
     verify_trail.add_argument("--public-key", required=True, type=Path, help="the hub's public key (PEM)")
     verify_trail.set_defaults(run=run_verify_trail)
+    verify_report = commands.add_parser("verify-report", help="check a compliance report's signature offline 验证报告")
+    verify_report.add_argument("report", type=Path, help="the report file (HTML, PDF, XLSX, CSV or JSON)")
+    verify_report.add_argument("--signature", type=Path, help="its signature file (default: REPORT.sig)")
+    verify_report.add_argument("--public-key", required=True, type=Path, help="the hub's public key (PEM)")
+    verify_report.set_defaults(run=run_verify_report)
 
     from .hub import cli as hub_cli
+    from .hub.compliance_cli import register_report
     from .node import cli as node_cli
 
     hub_cli.register(commands)
+    register_report(commands, hub_cli._config_arg)
     node_cli.register(commands)
     return parser
 
@@ -196,6 +203,35 @@ def run_verify_trail(args: argparse.Namespace) -> int:
     print(f"  checkpoint 检查点: size {cp.size}, root {cp.root}, {cp.time}, signed by hub key {cp.key_id}")
     if entries:
         print(f"  from {entries[0]['time']} to {entries[-1]['time']}")
+    return EXIT_OK
+
+
+# -- cx verify-report ------------------------------------------------------------------------
+
+def run_verify_report(args: argparse.Namespace) -> int:
+    from .protocol.reports import ReportSignature
+
+    key = _load_public_key(args.public_key)
+    sig_path = args.signature or args.report.with_name(args.report.name + ".sig")
+    try:
+        body = args.report.read_bytes()
+        signature = ReportSignature.parse(sig_path.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"无法读取 cannot read {exc.filename}: {exc.strerror}") from None
+    except ProtocolError as exc:
+        print(f"INVALID 验证失败 ({exc.reason.value}): {exc.detail}")
+        return EXIT_INVALID
+    try:
+        signature.verify(key, body)
+    except ProtocolError as exc:
+        print(f"INVALID 验证失败 ({exc.reason.value}): {exc.detail}")
+        return EXIT_INVALID
+    print("VALID 验证通过")
+    print(f"  report 报告:      {args.report.name} ({signature.format}, {signature.lang})")
+    print(f"  period 报告期:    {signature.period_from} – {signature.period_to}, departments 部门: {signature.scope}")
+    print(f"  generated 生成:   {signature.generated}")
+    print(f"  data 数据 SHA-256: {signature.data_sha256}")
+    print(f"  signed by 签名:   hub key {key.key_id}")
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cx.hub.store import Store
 from support import Hub, create_pg_database, delete_broker_state, drop_pg_database, make_hub, run_sync
 
 
@@ -26,6 +27,15 @@ def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
     finally:
         drop_pg_database(db)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated store of each kind, disposed of afterwards."""
+    s = Store(store_url)
+    s.migrate()
+    yield s
+    s.dispose()
 
 
 @pytest.fixture

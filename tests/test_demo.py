@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
@@ -41,18 +42,62 @@ def test_demo_runs_headless(tmp_path):
         assert set(held) == {"amr", "court", "tax", "fda"}, held
         assert all(n >= 10 for n in held.values()), held
         assert beating == {"amr", "court", "tax", "fda"}
-        # a second run reuses the state without errors
-        again = subprocess.run(
-            [sys.executable, "-m", "cx.demo", "--state", str(state), "--keys", str(tmp_path / "keys"),
-             "--duration", "5", "--port", str(port), "--vhost", topology.vhost,
-             "--user-prefix", topology.user_prefix, "--pg-database", pg_database, "--quiet"],
+        # the compliance report: the food and drug department delivers late, the others on time
+        today = datetime.now(timezone(timedelta(hours=8))).date()
+        report = tmp_path / "compliance.json"
+        made = subprocess.run(
+            [sys.executable, "-m", "cx.cli", "report", "compliance", "--config", str(state / "hub" / "hub.toml"),
+             "--from", str(today - timedelta(days=60)), "--to", str(today), "--format", "json", "--out", str(report)],
             capture_output=True, text=True, timeout=120)
+        assert made.returncode == 0, made.stdout + made.stderr
+        data = json.loads(report.read_text("utf-8"))
+        late = {d["dept"]: (d["late"], d["on_time"]) for d in data["departments"]}
+        assert late["fda"][0] >= 10 and late["fda"][1] == 0, late
+        assert all(late[d][0] == 0 and late[d][1] >= 10 for d in ("amr", "court", "tax")), late
+        assert data["ranking"][-1]["dept"] == "fda"
+        assert {o["id"] for o in data["obligations"]} >= {"licences-monthly", "judicial-monthly"}
+        # a second run reuses the state without errors; meanwhile the office opens the compliance page
+        rerun = subprocess.Popen(
+            [sys.executable, "-m", "cx.demo", "--state", str(state), "--keys", str(tmp_path / "keys"),
+             "--duration", "15", "--port", str(port), "--vhost", topology.vhost,
+             "--user-prefix", topology.user_prefix, "--pg-database", pg_database, "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        office = next(a for a in logins["accounts"] if a["role"] == "office")
+        page = _compliance_page(f"http://127.0.0.1:{port}", office["name"], office["password"])
+        rows = dict(re.findall(r'<tr data-dept="(\w+)" class="(\w*)">', page.split('id="ranking"')[1]))
+        assert rows == {"amr": "", "court": "", "tax": "", "fda": "bad"}, rows  # bad: late records
+        assert "/compliance" in done.stdout
+        out, err = rerun.communicate(timeout=120)
+        again = subprocess.CompletedProcess(rerun.args, rerun.returncode, out, err)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "reusing the demo state" in again.stdout
         assert re.findall(r"^ +(\S+) +login 登录: (\S+) +/ (\S+)$", again.stdout, re.M) == printed
     finally:
         run_sync(delete_broker_state(topology))
         drop_pg_database(pg_database)
+
+
+def _compliance_page(base: str, name: str, password: str, timeout: float = 60) -> str:
+    """Log in to the demo's console as a browser would (cookie, CSRF token) and fetch /compliance."""
+    import http.cookiejar
+    import time
+    import urllib.parse
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    deadline = time.time() + timeout
+    while True:
+        try:
+            form = opener.open(f"{base}/login", timeout=5).read().decode()
+            break
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    body = urllib.parse.urlencode({"name": name, "password": password, "csrf_token": csrf}).encode()
+    opener.open(f"{base}/login", data=body, timeout=10).read()
+    return opener.open(f"{base}/compliance", timeout=60).read().decode()
 
 
 def _busy(port: int) -> bool:

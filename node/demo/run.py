@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,7 @@ from ..hub.broker import ManagementAPI, deprovision, provision_hub
 from ..hub.config import HubConfig
 from ..hub.store import Store
 from ..protocol.keys import PublicKey, SigningKey, generate_key_files
+from ..protocol.validation import CHINA
 from ..transport import Topology
 from .sample import AUTHORITIES, PENALTY_CODES, SampleData, authority_uscc
 from .sources import DemoSources
@@ -35,6 +37,41 @@ DEPARTMENTS = {
 }
 STATE_VERSION = 1
 DEMO_ACCOUNTS = (("operator", "operator"), ("office", "office"), ("amr", "department:amr"), ("auditor", "auditor"))
+# what the demo's joint-meeting office expects of the four departments (cx hub obligations show)
+DEMO_OBLIGATIONS = """\
+title = "演示：各部门月度报送任务"
+
+[[obligation]]
+id = "licences-monthly"
+title = "行政许可信息按月归集公示"
+unit = "市场监督管理局、食品药品监督管理局"
+departments = ["amr", "fda"]
+record_types = ["administrative_license"]
+period = "month"
+due_workdays = 7
+
+[[obligation]]
+id = "penalties-monthly"
+title = "行政处罚信息按月归集公示"
+departments = ["amr", "tax"]
+record_types = ["administrative_penalty"]
+period = "month"
+due_workdays = 7
+
+[[obligation]]
+id = "judicial-monthly"
+title = "司法公示信息按月归集"
+departments = ["court"]
+record_types = ["judicial"]
+period = "month"
+
+[[obligation]]
+id = "a-grade-taxpayers"
+title = "纳税信用A级纳税人名单"
+departments = ["tax"]
+record_types = ["honor"]
+period = "month"
+"""
 
 
 @dataclass
@@ -257,7 +294,10 @@ management_password_file = "secrets/management.password"
 listen = "127.0.0.1:{self.args.port}"
 [console]
 silent_after_seconds = 60            # the demo's nodes beat every 10 s
+[compliance]
+obligations = "obligations.toml"
 """)
+        (d / "obligations.toml").write_text(DEMO_OBLIGATIONS, "utf-8")
         cfg = HubConfig.load(d / "hub.toml")
         cfg.session_key()
         store = Store(cfg.store_url)
@@ -375,12 +415,14 @@ listen = "127.0.0.1:{port}"
 
     def banner(self) -> None:
         base = f"http://127.0.0.1:{self.args.port}"
+        today = datetime.now(CHINA).date()
         rel = os.path.relpath
         token_file = rel(self.hub_dir / "secrets" / "console" / "demo.token")
         lines = [
             "",
             "Credit Exchange demo is running 演示已启动",
             f"  console 控制台:       {base}/",
+            f"  compliance 合规:      {base}/compliance   (the office's view: 食品药品监督管理局 delivers late 逾期报送)",
         ]
         for login in self.logins["accounts"]:
             lines.append(f"    {login['role']:<16} login 登录: {login['name']:<9} / {login['password']}")
@@ -401,6 +443,9 @@ listen = "127.0.0.1:{port}"
             f"    curl -s -H \"Authorization: Bearer $(cat {token_file})\" "
             f"{base}/api/v1/departments/amr/records/amr-xzcf-1/proof > bundle.json && "
             f".venv/bin/cx verify bundle.json --public-key {rel(self.keys / 'amr.pub')}",
+            f"    .venv/bin/cx report compliance --config {rel(self.hub_dir / 'hub.toml')} "
+            f"--from {today.replace(day=1)} --to {today} --format pdf --out var/compliance.pdf",
+            f"    .venv/bin/cx verify-report var/compliance.pdf --public-key {rel(self.keys / 'hub.pub')}",
             "  Ctrl-C stops everything 按 Ctrl-C 停止.",
             "",
         ]

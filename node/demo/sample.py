@@ -134,7 +134,8 @@ class SampleData:
             day = self.rng.choice(near) + timedelta(days=self.rng.choice((-3, -2, -1, 1, 2, 3, 4)))
         else:
             day = self.today - timedelta(days=self.rng.randint(min_age_days, max_age_days))
-        return min(day, self.today)
+        # within [max_age_days, min_age_days] ago: the timeliness each sample department shows depends on it
+        return min(max(day, self.today - timedelta(days=max_age_days)), self.today - timedelta(days=min_age_days))
 
     @staticmethod
     def as_source_date(day: date, style: int) -> str:

@@ -82,7 +82,7 @@ class DemoSources:
         regs, lics, pens, abn = [], [], [], []
         for _ in range(n):
             e = g.enterprise()
-            day = g.event_date(20)
+            day = g.event_date(4)  # registrations, 7 working days: on time
             regs.append({"qymc": e.name, "tyshxydm": g.corrupt_code(e.uscc) if g.chance(0.04) else e.uscc,
                          "zzjgdm": e.org_code, "qylx": g.rng.choice(["有限责任公司（自然人投资或控股）",
                                                                        "股份有限公司（非上市）", "个人独资企业"]),
@@ -94,7 +94,7 @@ class DemoSources:
                          "hzrq": g.as_source_date(day, g.rng.randint(0, 3)), "xzqh": e.region, "lrr": g.person(),
                          "gxsj": stamp()})
             k = g.known_enterprise()
-            valid_from = g.event_date(30)
+            valid_from = g.event_date(4)  # licences, 7 working days: on time
             lics.append({"xdr_mc": k.name, "xdr_lb": "法人" if k.category == "legal_person" else "个体",
                          "tyshxydm": k.uscc, "xkjdswh": f"洛市监许〔{valid_from.year}〕{g.rng.randint(1, 9999)}号",
                          "xkws_mc": "准予行政许可决定书", "xklb": g.rng.choice(["普通", "登记", "认可"]),
@@ -114,12 +114,12 @@ class DemoSources:
                              "cflb": ",".join(codes) if not g.chance(0.04) else "99",  # 99: not in the code table
                              "cfnr": "、".join(PENALTY_CODES[c] for c in codes),
                              "fkje": f"{g.rng.randint(1, 200) / 10:.2f}" if fined else None,
-                             "cfjdrq": g.as_source_date(g.event_date(15), g.rng.randint(0, 3)),
+                             "cfjdrq": g.as_source_date(g.event_date(4), g.rng.randint(0, 3)),
                              "lrr": g.person(), "gxsj": stamp()})
             if g.chance(0.3):
                 abn.append({"qymc": k.name, "tyshxydm": k.uscc, "lrlx": g.rng.choice(["列入", "列入", "移出"]),
                             "yy": "未依照规定的期限公示年度报告", "jdswh": f"洛市监异〔{day.year}〕{g.rng.randint(1, 999)}号",
-                            "jdrq": g.event_date(30).isoformat(), "gxsj": stamp()})
+                            "jdrq": g.event_date(7).isoformat(), "gxsj": stamp()})
         engine = sa.create_engine(self.amr_url)
         with engine.begin() as conn:
             for table, batch in ((qydj, regs), (xzxk, lics), (xzcf, pens), (jyyc, abn)):
@@ -135,7 +135,7 @@ class DemoSources:
         rows = []
         for _ in range(n):
             e = g.known_enterprise()
-            day = g.event_date(40)
+            day = g.event_date(18)  # judicial publicity, 20 working days: on time
             kind = g.rng.choice(JUDICIAL_KINDS)
             rows.append({"ah": f"（{day.year}）豫03执{g.rng.randint(1, 99999)}号", "lx": kind, "dsr": e.name,
                          "tyshxydm": e.uscc if not g.chance(0.05) else None,  # missing code on purpose
@@ -161,7 +161,7 @@ class DemoSources:
         honors = []
         for _ in range(n):
             e = g.known_enterprise()
-            honors.append([e.name, e.uscc, str(g.today.year - 1), g.event_date(30).strftime("%Y/%m/%d"), name])
+            honors.append([e.name, e.uscc, str(g.today.year - 1), g.event_date(18).strftime("%Y/%m/%d"), name])
         _write_atomically(self.tax_folder / f"纳税信用A级纳税人名单_{tag}.csv",
                           lambda path: _csv(path, ["纳税人名称", "统一社会信用代码", "评价年度", "评定日期", "评定机关"],
                                             honors, "gbk"))
@@ -171,20 +171,20 @@ class DemoSources:
             penalties.append([i + 1, e.name, e.uscc, f"洛税罚〔{g.today.year}〕{g.rng.randint(1, 9999)}号", "逃避缴纳税款",
                               "少缴增值税及附加税费", "《中华人民共和国税收征收管理法》第六十三条", "罚款", "处少缴税款百分之五十的罚款",
                               round(g.rng.randint(1, 500) / 100, 2),
-                              g.event_date(25) if not g.chance(0.05) else "2026年13月40日", name, code])
+                              g.event_date(4) if not g.chance(0.05) else "2026年13月40日", name, code])
         _write_atomically(self.tax_folder / f"税务行政处罚_{tag}.xlsx", lambda path: _xlsx(path, [
             "序号", "当事人名称", "统一社会信用代码", "处罚决定书文号", "违法行为类型", "违法事实", "处罚依据", "处罚类别", "处罚内容",
             "罚款金额（万元）", "处罚决定日期", "处罚机关", "处罚机关统一社会信用代码"], penalties))
         return 2 * n
 
-    # -- 食品药品监督管理局: it reports late (decision dates weeks old) -------------------------
+    # -- 食品药品监督管理局: it reports late (decision dates 25–45 days old); the others are on time ----
 
     def _fda(self, n: int) -> int:
         g = self.gen
         rows = []
         for _ in range(n):
             e = g.known_enterprise()
-            day = g.event_date(45, min_age_days=12)
+            day = g.event_date(45, min_age_days=25)  # 7 working days allowed: always late
             rows.append({"xkzbh": f"JY2410300{g.rng.randint(10 ** 6, 10 ** 7 - 1)}", "jyz_mc": e.name,
                          "tyshxydm": e.uscc, "fddbr": e.legal_rep, "jycs": e.address,
                          "ztyt": g.rng.choice(["食品销售经营者（便利店）", "餐饮服务经营者（小型餐馆）"]),

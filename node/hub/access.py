@@ -53,13 +53,15 @@ class Permission(str, enum.Enum):
     QUARANTINE_ACT = "quarantine_act"  # release or discard a quarantined message
     KEYS_MANAGE = "keys_manage"  # enrol departments, rotate and revoke keys
     TRAIL = "trail"  # the access trail (留痕) and its export
+    COMPLIANCE = "compliance"  # deadline compliance: the page, reports and their downloads (a department: its own)
 
 
 GRANTS: dict[str, frozenset[Permission]] = {
     "operator": frozenset(Permission),
-    "office": frozenset({Permission.SIGNED_IN, Permission.OVERVIEW, Permission.DEPARTMENT, Permission.DIRECTORY}),
+    "office": frozenset({Permission.SIGNED_IN, Permission.OVERVIEW, Permission.DEPARTMENT, Permission.DIRECTORY,
+                         Permission.COMPLIANCE}),
     "department": frozenset({Permission.SIGNED_IN, Permission.DEPARTMENT, Permission.DIRECTORY, Permission.RECORDS,
-                             Permission.PROOFS, Permission.BATCHES, Permission.QUARANTINE}),
+                             Permission.PROOFS, Permission.BATCHES, Permission.QUARANTINE, Permission.COMPLIANCE}),
     "auditor": frozenset({Permission.SIGNED_IN, Permission.DIRECTORY, Permission.RECORDS, Permission.PROOFS,
                           Permission.BATCHES, Permission.TRAIL}),
 }

@@ -58,6 +58,31 @@ trail_flush_seconds = 1.0           # the access trail is appended and checkpoin
 silent_after_seconds = 300          # overview: no heartbeat this long is red (silent)
 late_pending_seconds = 900          # overview: records waiting this long in a node's outbox is amber (late)
 language = "zh"                     # zh | en, until a user chooses
+
+[compliance]
+calendar = "calendar.toml"           # holidays and make-up working days beyond chinesecalendar (调休)
+obligations = "obligations.toml"     # the joint-meeting office's obligations: cx hub obligations load
+report_day = 10                      # the monthly compliance report is made on this day of the next month
+report_langs = ["zh"]
+# working days from an event date to the hub's receipt; defaults from the data dictionary (7 for licences and
+# penalties, 20 for most others). Per department, or "*" for all:
+# [compliance.limits.fda]
+# administrative_license = 10
+"""
+
+OBLIGATIONS_TOML = """\
+# 联席会议办公室任务 — the joint-meeting office's obligations. After editing: cx hub obligations load
+# A full example: ops/examples/obligations-2016-luoyang.toml in the Credit Exchange repository.
+title = "任务分工"
+
+# [[obligation]]
+# id = "licences-monthly"
+# title = "行政许可信息按月归集公示"
+# unit = "各许可部门"
+# departments = ["amr", "fda"]
+# record_types = ["administrative_license"]
+# period = "month"          # or a one-off deadline: due = 2026-12-31
+# due_workdays = 10         # working days after each month ends
 """
 
 
@@ -126,6 +151,10 @@ def register(commands: Any) -> None:
     copy.add_argument("--to", required=True, help="SQLAlchemy URL of the new store, e.g. "
                                                   "postgresql+psycopg://cx@127.0.0.1/cx")
     copy.set_defaults(run=run_copy_store)
+
+    from .compliance_cli import register_hub
+
+    register_hub(sub, _config_arg)
 
     run = sub.add_parser("run", help="run ingest and the API")
     _config_arg(run)
@@ -221,6 +250,10 @@ def run_init(args: argparse.Namespace) -> int:
     config_path.write_text(HUB_TOML.format(
         name=args.name, store_url=args.store_url, amqp_url=args.amqp_url, vhost=args.vhost, user_prefix="cx-",
         management_url=args.management_url, listen=args.listen))
+    from .timeliness import shipped_calendar_file
+
+    (target / "calendar.toml").write_text(shipped_calendar_file().read_text("utf-8"), "utf-8")
+    (target / "obligations.toml").write_text(OBLIGATIONS_TOML, "utf-8")
     key = SigningKey.generate()
     key.save(target / "keys" / "hub.key", target / "keys" / "hub.pub")
     cfg = HubConfig.load(config_path)
@@ -382,6 +415,9 @@ def run_hub(args: argparse.Namespace) -> int:
         cfg.hub_amqp_url()
     except ConfigError as exc:
         raise UsageError(f"{exc} — run `cx hub provision --config {args.config}` first") from None
+    from .timeliness import Basis
+
+    Basis.from_config(cfg)  # a calendar file or limit that cannot be used is said now, not deep in start-up
     log.configure()
     try:
         asyncio.run(run(cfg))

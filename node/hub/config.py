@@ -62,12 +62,35 @@ class ConsoleSection:
 
 
 @dataclass(frozen=True)
+class ComplianceSection:
+    """Timeliness and the joint-meeting office's deadlines (node/hub/timeliness.py, compliance.py)."""
+
+    calendar: Path | None = None  # holidays and make-up working days per year; default: the file shipped with cx
+    obligations: Path | None = None  # the office's obligations (TOML); loaded with `cx hub obligations load`
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)  # {dept or "*": {record type: working days}}
+    report_day: int = 10  # the monthly report for a month is made on this day of the next month
+    report_langs: list[str] = field(default_factory=lambda: ["zh"])  # languages of the periodic reports
+    trend_periods: int = 6  # months shown in a report's trend
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.report_day <= 28:
+            raise config.ConfigError(f"[compliance] report_day = {self.report_day}: give a day from 1 to 28 "
+                                     "报告生成日应为1至28日")
+        if not 1 <= self.trend_periods <= 36:
+            raise config.ConfigError("[compliance] trend_periods: give 1 to 36 趋势期数应为1至36")
+        bad = [lang for lang in self.report_langs if lang not in ("zh", "en")]
+        if bad:
+            raise config.ConfigError(f"[compliance] report_langs: {bad} — use zh and/or en 报告语言应为 zh 或 en")
+
+
+@dataclass(frozen=True)
 class HubConfig(config.LoadedFromFile):
     hub: HubSection = field(default_factory=HubSection)
     store: StoreSection = field(default_factory=StoreSection)
     broker: BrokerSection = field(default_factory=BrokerSection)
     api: ApiSection = field(default_factory=ApiSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
+    compliance: ComplianceSection = field(default_factory=ComplianceSection)
     path: Path | None = None
 
     @classmethod

@@ -93,3 +93,4 @@ OPTIONS = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
 
 if __name__ == "__main__":  # pragma: no cover
     _update_catalogs()
+

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,7 +25,6 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from ..protocol import jsonutil
 from ..protocol.envelope import utc_now
 from .store import Store, departments, projection_positions, record_versions
 
@@ -68,13 +68,18 @@ class Projector:
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be unique: {names}")
 
-    def catch_up(self) -> int:
-        """Apply everything accepted so far; returns how many versions were read."""
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Apply everything accepted so far; returns how many versions were read.
+
+        `progress(done, total)` is called after each chunk (long rebuilds show it).
+        """
         if not self.projections:
             return 0
         with self.store.reader.connect() as conn:
             sizes = dict(conn.execute(select(departments.c.dept, departments.c.ledger_size)).all())
             known = self._positions(conn)
+        total = sum(max(0, size - min(known.get((p.name, dept), 0) for p in self.projections))
+                    for dept, size in sizes.items())
         done = 0
         for dept, size in sorted(sizes.items()):
             while min(known.get((p.name, dept), 0) for p in self.projections) < size:
@@ -82,6 +87,8 @@ class Projector:
                 if not read:
                     break
                 done += read
+                if progress:
+                    progress(done, total)
         return done
 
     def _step(self, dept: str) -> tuple[int, dict[tuple[str, str], int]]:
@@ -112,7 +119,7 @@ class Projector:
             known = self._positions(conn)
         return len(versions), known
 
-    def rebuild(self, name: str) -> int:
+    def rebuild(self, name: str, progress: Callable[[int, int], None] | None = None) -> int:
         """Clear one projection and replay every department's ledger into it; returns versions replayed."""
         projection = next((p for p in self.projections if p.name == name), None)
         if projection is None:
@@ -120,7 +127,7 @@ class Projector:
         with self.store.writer.begin() as conn:
             projection.clear(conn)
             conn.execute(projection_positions.delete().where(projection_positions.c.projection == name))
-        return Projector(self.store, [projection], chunk=self.chunk).catch_up()
+        return Projector(self.store, [projection], chunk=self.chunk).catch_up(progress)
 
     def lag(self) -> dict[str, int]:
         """Versions accepted but not yet applied, per projection (0 when current)."""
@@ -155,11 +162,14 @@ def _set_position(conn: Connection, name: str, dept: str, position: int, now: st
 
 
 def _accepted(row: Any) -> Accepted:
-    line = jsonutil.loads(bytes(row.line))
+    # the line was parsed and checked strictly at ingest (jsonutil: duplicate keys, depth …); plain json suffices
+    line = json.loads(bytes(row.line))
     return Accepted(row.dept, row.record_id, row.version, row.op, row.type, row.ledger_index,
                     line.get("data"), line.get("reason"), row.received, row.accepted, row.batch_id)
 
 
 def hub_projections(cfg: Any = None) -> list[Projection]:
     """The projections a hub keeps (timeliness, search, warnings add themselves here)."""
-    return []
+    from .timeliness import Basis, TimelinessProjection
+
+    return [TimelinessProjection(Basis.from_config(cfg) if cfg is not None else Basis.default())]

@@ -21,8 +21,9 @@ from .config import HubConfig
 from .ingest import Inbound, Ingestor, Outcome, StoreUnavailable
 from .metrics import HubMetrics
 from .projections import Projector, hub_projections
+from .reports import compliance_ctx
 from .store import Store
-from . import access, console
+from . import access, compliance_web, console
 from .web import BROKER_READY, HUB_NAME, LIGHTS, METRICS, STORE, add_routes, metrics_app
 
 log = structlog.get_logger("cx.hub")
@@ -49,8 +50,10 @@ def build_app(cfg: HubConfig) -> web.Application:
     app.cleanup_ctx.append(console.context(cfg))  # the access trail: flushed after ingest stops, before the store
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_projector_ctx)
+    app.cleanup_ctx.append(compliance_ctx(CONFIG))
     add_routes(app, metrics_here=cfg.metrics_listen() is None)
     console.add_routes(app)
+    compliance_web.add_routes(app, cfg)
     return app
 
 

@@ -261,6 +261,63 @@ quarantine_actions = Table(
     Column("detail", Text),
 )
 
+# timeliness of every accepted version (node/hub/timeliness.py), computed once by the projector
+record_timeliness = Table(
+    "record_timeliness", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("ledger_index", BigInteger, primary_key=True),
+    Column("record_id", String(200), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("event_date", String(10)),  # ISO date from the type's event-date field; NULL for a retraction
+    Column("limit_days", Integer),  # working days allowed
+    Column("deadline", String(10)),
+    Column("received", TIME, nullable=False),  # UTC, when the hub received the batch
+    Column("received_date", String(10), nullable=False),  # the same instant's date in Asia/Shanghai
+    Column("lag", Integer),  # working days from the event date to received_date
+    Column("status", String(12), nullable=False),  # on_time | late | correction | retraction | no_date
+    Column("estimated", String(40)),  # years counted Monday–Friday (e.g. "2027"); NULL when none
+    Index("ix_record_timeliness_received", "received_date", "dept"),
+    Index("ix_record_timeliness_record", "dept", "record_id"),
+    Index("ix_record_timeliness_estimated", "estimated"),
+)
+
+# small named settings the hub keeps in its store (the rules timeliness is counted by, …)
+hub_settings = Table(
+    "hub_settings", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated", TIME, nullable=False),
+    Column("updated_by", String(100), nullable=False),
+)
+
+# every version of the joint-meeting office's obligations file that the hub loaded: who, when, what changed
+obligation_sets = Table(
+    "obligation_sets", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("loaded", TIME, nullable=False),
+    Column("loaded_by", String(100), nullable=False),
+    Column("source", String(500)),  # the file it was read from
+    Column("sha256", HASH, nullable=False),
+    Column("content", Text, nullable=False),  # the TOML as loaded
+    Column("changes", Text, nullable=False),  # JSON: added, removed, changed obligation ids
+)
+
+# compliance reports the hub produced and keeps (the periodic ones, and any saved on request)
+compliance_reports = Table(
+    "compliance_reports", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("period_from", String(10), nullable=False),
+    Column("period_to", String(10), nullable=False),
+    Column("scope", String(32), nullable=False),  # a department id, or "*" for all
+    Column("lang", String(8), nullable=False),
+    Column("format", String(8), nullable=False),  # json | html | pdf | xlsx | csv
+    Column("generated", TIME, nullable=False),
+    Column("data_sha256", HASH, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("signature", LargeBinary, nullable=False),  # the detached signature file's bytes
+    Index("ux_compliance_reports", "period_from", "period_to", "scope", "lang", "format", unique=True),
+)
+
 MAX_QUARANTINE_HEADER = 64 * 1024
 
 
@@ -369,6 +426,18 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
            f"VALUES ({', '.join([marker] * len(columns))})")
     conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Many rows in one go: PostgreSQL's COPY (one round trip instead of one per row), else `insert_many`."""
+    if not rows or conn.dialect.name != "postgresql":
+        insert_many(conn, table, rows)
+        return
+    columns = list(rows[0])
+    with conn.connection.dbapi_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
 
 
 def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:

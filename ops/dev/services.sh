@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the local services the tests and the demo need are up: start what is installed but
 # stopped, enable the RabbitMQ management plugin, and say exactly what to do when we cannot.
-# usage: ops/dev/services.sh [rabbitmq] [management] [postgres] [mariadb] [browser]   (default: all)
+# usage: ops/dev/services.sh [rabbitmq] [management] [postgres] [mariadb] [browser] [pdf]   (default: all)
 set -u
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(rabbitmq management postgres mariadb browser)
+[ ${#want[@]} -eq 0 ] && want=(rabbitmq management postgres mariadb browser pdf)
 
 say() { printf 'services: %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -75,6 +75,19 @@ browser() {  # Debian's chromium and a CJK font for the browser tests (Playwrigh
     apt_install fonts-noto-cjk || { say "no CJK font: Chinese shows as boxes. Run: sudo apt-get install fonts-noto-cjk"; ok=1; }
   fi
   return $ok
+}
+
+pdf() {  # what WeasyPrint needs to lay out the compliance reports, and a font with Chinese characters
+  local missing=() lib
+  for lib in libpango-1.0.so.0:libpango-1.0-0 libpangoft2-1.0.so.0:libpangoft2-1.0-0 \
+             libharfbuzz-subset.so.0:libharfbuzz-subset0 libfontconfig.so.1:libfontconfig1; do
+    ldconfig -p 2>/dev/null | grep -q "${lib%%:*}" || missing+=("${lib##*:}")
+  done
+  command -v fc-list >/dev/null || missing+=(fontconfig)
+  fc-list :lang=zh 2>/dev/null | grep -qi "noto" || missing+=(fonts-noto-cjk)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[@]}" ||
+    { say "PDF reports need: sudo apt-get install ${missing[*]}"; return 1; }
 }
 
 status=0
