@@ -26,6 +26,7 @@ from . import obligations as obl
 from .store import (
     Store, batches, checkpoints, departments, heartbeats, projection_positions, record_timeliness, records,
 )
+from .figures import StoreFigures
 from .timeliness import NAME as TIMELINESS, Basis, median, percentile
 
 FORMAT = "cx-compliance/1"
@@ -450,20 +451,13 @@ def _facts(conn: Connection, req: Request, dept: str, o: obl.Obligation, instanc
 
 # -- metrics ---------------------------------------------------------------------------------
 
-class ComplianceFigures:
-    """Prometheus figures about timeliness and liveness, read from the store in the background.
+class ComplianceFigures(StoreFigures):
+    """Prometheus figures about timeliness and liveness, read from the store in the background."""
 
-    A scrape only reads what the last refresh found, so it never waits on a query over a large table.
-    """
-
-    def __init__(self, store: Store, refresh_seconds: float = 30.0):
-        self.store = store
-        self.refresh_seconds = refresh_seconds
-        self.found: dict[str, Any] = {}
-
-    def refresh(self) -> None:
+    def read(self) -> dict[str, Any]:
         from .timeliness import basis_in_force, estimated_counts, status_counts
 
+        assert self.store is not None
         with self.store.reader.connect() as conn:
             statuses = status_counts(conn)
             estimated = estimated_counts(conn)
@@ -476,29 +470,11 @@ class ComplianceFigures:
         basis = basis_in_force(self.store)
         this_year = datetime.now(CHINA).year
         years = {y: basis.calendar.estimated(y) for y in (this_year, this_year + 1)} if basis else {}
-        self.found = {"statuses": statuses, "estimated": estimated, "contact": contact, "years": years}
+        return {"statuses": statuses, "estimated": estimated, "contact": contact, "years": years}
 
-    async def run(self, stop: Any, first_delay: float = 3.0) -> None:
-        """Refresh shortly after start (once the projector has caught up), then every `refresh_seconds`."""
-        import asyncio
-        import contextlib
-
-        delay = first_delay
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            if stop.is_set():
-                return
-            delay = self.refresh_seconds
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception:  # noqa: BLE001 - figures are best effort; the next round tries again
-                pass
-
-    def collect(self) -> Iterable[Any]:
+    def families(self, found: dict[str, Any]) -> list[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        found = self.found
         versions = GaugeMetricFamily("cx_timeliness_versions", "Accepted record versions by department and "
                                      "timeliness (on_time, late, correction, retraction, no_date)", labels=["dept", "status"])
         for (dept, status), n in sorted(found.get("statuses", {}).items()):
@@ -516,6 +492,3 @@ class ComplianceFigures:
         for (dept, node), stamp in sorted(found.get("contact", {}).items()):
             contact.add_metric([dept, node], parse_time(stamp).timestamp())
         return [versions, estimated, year, contact]
-
-    def describe(self) -> Iterable[Any]:
-        return []  # figures appear after the first refresh; nothing to check at registration

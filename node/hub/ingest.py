@@ -440,7 +440,8 @@ class Ingestor:
             if store_outage(exc):
                 raise
             self._reduced_quarantine(row, exc)
-        self.metrics.quarantined.labels(error.reason.value).inc()
+        # labelled with the department whose broker user sent it (a claimed one could be anything)
+        self.metrics.quarantined.labels(self._vouched_dept(msg) or "", error.reason.value).inc()
         self.metrics.batches.labels(dept or "", "quarantined").inc()
         log.warning("message quarantined", reason=error.reason.value, detail=row["detail"], dept=dept,
                     batch_id=batch_id, routing_key=row["routing_key"], user_id=row["user_id"],
@@ -465,8 +466,10 @@ class Ingestor:
 
     def _refusal_dept(self, msg: Inbound) -> str | None:
         """The department a refusal goes to: the one whose broker user published the batch (heartbeats get none)."""
-        if msg.type == HEARTBEAT:
-            return None
+        return None if msg.type == HEARTBEAT else self._vouched_dept(msg)
+
+    def _vouched_dept(self, msg: Inbound) -> str | None:
+        """The department whose broker user published the message, as RabbitMQ validated it."""
         dept = self.topology.dept_of_user(msg.user_id)
         return dept if dept and DEPT_ID.match(dept) else None
 

@@ -16,8 +16,9 @@ class HubMetrics:
                                ["dept", "result"], registry=self.registry)
         self.records = Counter("cx_records", "Records by department and result (accepted, rejected, duplicate)",
                                ["dept", "result"], registry=self.registry)
-        self.quarantined = Counter("cx_quarantined_messages", "Messages sent to quarantine, by reason code",
-                                   ["reason"], registry=self.registry)
+        self.quarantined = Counter("cx_quarantined_messages", "Messages sent to quarantine, by the department "
+                                   "whose broker user sent them (empty when none) and reason code", ["dept", "reason"],
+                                   registry=self.registry)
         self.sequence_events = Counter("cx_sequence_events", "Sequence gaps, late fills and replays by department",
                                        ["dept", "kind"], registry=self.registry)
         self.stage_seconds = Histogram("cx_ingest_stage_seconds", "Time per batch in each ingest stage "
@@ -27,7 +28,14 @@ class HubMetrics:
                                  registry=self.registry)
         self.ingest_errors = Counter("cx_ingest_errors", "Attempts that found the store unavailable (connection "
                                      "lost, disk full, database locked); the message was kept", registry=self.registry)
-        self.refusals = Counter("cx_refusals", "Signed refusals published to departments, by reason code", ["reason"],
-                                registry=self.registry)
+        self.refusals = Counter("cx_refusals", "Signed refusals published to departments, by department and "
+                                "reason code", ["dept", "reason"], registry=self.registry)
+        self.consumer_up = Gauge("cx_ingest_consumer_up", "1 while the hub is connected to the broker and consuming "
+                                 "the ingest queue", registry=self.registry)
+        self.in_progress = Gauge("cx_ingest_in_progress", "Messages taken from the ingest queue and not yet answered",
+                                 registry=self.registry)
+        self.last_outcome = Gauge("cx_ingest_last_outcome_timestamp_seconds", "When the hub last decided a "
+                                  "message's outcome (stored, quarantined or heartbeat), Unix time",
+                                  registry=self.registry)
         self.heartbeats = Counter("cx_heartbeats", "Signed heartbeats received by department", ["dept"],
                                   registry=self.registry)

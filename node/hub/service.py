@@ -19,6 +19,7 @@ from ..protocol.keys import SigningKey
 from .. import transport
 from .config import HubConfig
 from .ingest import Inbound, Ingestor, Outcome, StoreUnavailable
+from .figures import DeliveryFigures
 from .metrics import HubMetrics
 from .projections import Projector, hub_projections
 from .reports import compliance_ctx
@@ -50,6 +51,7 @@ def build_app(cfg: HubConfig) -> web.Application:
     app.cleanup_ctx.append(console.context(cfg))  # the access trail: flushed after ingest stops, before the store
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_projector_ctx)
+    app.cleanup_ctx.append(_figures_ctx)
     app.cleanup_ctx.append(compliance_ctx(CONFIG))
     add_routes(app, metrics_here=cfg.metrics_listen() is None)
     console.add_routes(app)
@@ -78,6 +80,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BROKER_READY] = lambda: "connection" in broker and not broker["connection"].is_closed
     loop = asyncio.get_running_loop()
     metrics = app[METRICS]
+    metrics.consumer_up.set_function(lambda: float(broker.get("consuming", False) and app[BROKER_READY]()))
 
     async def decide(inbound: Inbound) -> Outcome:
         """The message's outcome; a store outage is retried here, bounded and counted, then raised."""
@@ -102,7 +105,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
                 try:
                     await transport.publish(broker["receipts"], outcome.refuse_to, outcome.refusal,
                                             message_type=transport.REFUSAL, message_id=outcome.batch_id or "")
-                    metrics.refusals.labels(outcome.reason.value if outcome.reason else "").inc()
+                    metrics.refusals.labels(outcome.refuse_to, outcome.reason.value if outcome.reason else "").inc()
                 except Exception as exc:  # noqa: BLE001 - e.g. no receipts queue for that department
                     bound.warning("refusal not delivered", to=outcome.refuse_to, error=str(exc)[:300])
             await message.reject(requeue=False)  # dead-lettered to the quarantine queue, already recorded
@@ -126,8 +129,10 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         """One outcome per message: stored and receipted, quarantined (and refused), or put back."""
         inbound = Inbound(message.body, message.routing_key or "", message.user_id, message.message_id,
                           message.type, bool(message.redelivered))
+        metrics.in_progress.inc()
         try:
             outcome = await decide(inbound)
+            metrics.last_outcome.set_to_current_time()
             await answer(message, outcome)
         except Exception as exc:  # noqa: BLE001 - the store stayed away, or the broker lost the answer
             if not isinstance(exc, StoreUnavailable):
@@ -135,6 +140,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
                 await asyncio.sleep(STORE_RETRY_SECONDS)
             with contextlib.suppress(Exception):  # on a closed channel the broker requeues it anyway
                 await message.nack(requeue=True)
+        finally:
+            metrics.in_progress.dec()
 
     async def consume() -> None:
         """Connect (retrying while the broker is away: the dashboard and API serve meanwhile), then consume."""
@@ -153,6 +160,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         # declared (passively), not just named: only a declared queue's consumer is restored after a reconnect
         queue = await channel.get_queue(topology.ingest_queue)
         await queue.consume(on_message)
+        broker["consuming"] = True
         log.info("consuming", queue=topology.ingest_queue, vhost=topology.vhost, prefetch=cfg.broker.prefetch)
 
     task = asyncio.create_task(consume())
@@ -163,6 +171,17 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     if "connection" in broker:
         await broker["connection"].close()
     executor.shutdown(wait=True)
+
+
+async def _figures_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What the nodes report about themselves and when keys expire, for /metrics and the alert rules."""
+    figures = DeliveryFigures(app[STORE])
+    app[METRICS].registry.register(figures)
+    stop = asyncio.Event()
+    task = asyncio.create_task(figures.run(stop))
+    yield
+    stop.set()
+    await task
 
 
 async def _projector_ctx(app: web.Application) -> AsyncIterator[None]:

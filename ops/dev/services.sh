@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Make sure the local services the tests and the demo need are up: start what is installed but
 # stopped, enable the RabbitMQ management plugin, and say exactly what to do when we cannot.
-# usage: ops/dev/services.sh [rabbitmq] [management] [postgres] [mariadb] [browser] [pdf]   (default: all)
+# usage: ops/dev/services.sh [rabbitmq] [management] [postgres] [mariadb] [browser] [pdf] [promtool]   (default: all)
 set -u
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(rabbitmq management postgres mariadb browser pdf)
+[ ${#want[@]} -eq 0 ] && want=(rabbitmq management postgres mariadb browser pdf promtool)
 
 say() { printf 'services: %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -88,6 +88,12 @@ pdf() {  # what WeasyPrint needs to lay out the compliance reports, and a font w
   [ ${#missing[@]} -eq 0 ] && return 0
   apt_install "${missing[@]}" ||
     { say "PDF reports need: sudo apt-get install ${missing[*]}"; return 1; }
+}
+
+promtool() {  # checks and unit-tests the Prometheus alert rules in ops/prometheus/ (Debian's prometheus package)
+  command -v promtool >/dev/null && return 0
+  apt_install --no-install-recommends prometheus ||
+    { say "promtool is missing (the alert-rule tests are skipped). Run: sudo apt-get install prometheus"; return 1; }
 }
 
 status=0
