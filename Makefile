@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test bench demo services clean
+.PHONY: venv test bench demo services dist clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ bench: venv services
 	$(BIN)/python bench/compliance.py --out bench-results
 	$(BIN)/python bench/compliance.py --store postgresql --out bench-results
 
+# the wheel, the sdist and every dependency as a wheel, for a department's machine without internet (dist/)
+dist: venv
+	$(BIN)/python ops/dev/dist.py --out dist
+
 # a hub and four Luoyang departments exchanging generated records; Ctrl-C stops it.
 # RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker
 demo: venv
@@ -36,4 +40,4 @@ demo: venv
 	$(BIN)/python -m cx.demo $(if $(RESET),--reset) $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info var
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info var

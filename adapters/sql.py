@@ -163,9 +163,11 @@ class SqlSource(Source):
         keys = []
         for ref in refs:
             try:
-                keys.append(tuple(decode_value(v) for v in ref["key"]))
+                values = tuple(decode_value(v) for v in ref["key"])
             except (TypeError, KeyError, ValueError):
                 continue  # a reference from another configuration of the stream: that row cannot be found
+            if len(values) == len(plan.key):
+                keys.append(values)
         for start in range(0, len(keys), 100):
             part = keys[start:start + 100]
             cols = [plan.source.c[name] for name in plan.key]

@@ -272,6 +272,8 @@ def healthz(node: Node) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}  # not listening (yet)
 
 
 def make_node(hub: Hub, dept: str, base: Path, body: str, *, delivery: str = "", node_id: str | None = None,

@@ -341,3 +341,49 @@ def test_credential_store_and_department_codes(tmp_path):
         definitions(Topology(), {"A.B": ["n1"]}, store)
     with pytest.raises(BrokerError):
         store.path("../x")
+
+
+async def test_each_node_gets_its_queue_and_handover_and_the_old_department_queue_is_retired(env):
+    t, api, vhost = env.topology, env.api, env.topology.vhost
+    await api.put_vhost(vhost)
+    legacy = "cx.receipts.A"  # what earlier versions made: one receipts queue per department
+    await api.put_queue(vhost, legacy, {"durable": True, "arguments": {"x-queue-type": "quorum"}})
+    await api.put_exchange(vhost, t.receipts_exchange, {"type": "direct", "durable": True, "auto_delete": False,
+                                                        "internal": False, "arguments": {}})
+    await api.bind(vhost, t.receipts_exchange, legacy, "A")
+    place = HandoverPlace(env.tmp / "handover", AMQP_URL, "https://hub.example")
+    changes = await provision(api, t, {"A": ["a-fep-01", "a-fep-02"]}, env.credentials, handover=place)
+    assert any(c.startswith(f"unbound {legacy!r}") and "delete" in c for c in changes), changes
+
+    def routes(bindings):
+        return {(b["source"], b["routing_key"]) for b in bindings if b["source"]}
+    assert routes(await api.queue_bindings(vhost, legacy)) == set()  # it gets nothing any more
+    for node in ("a-fep-01", "a-fep-02"):
+        queue = t.receipts_queue("A", node)
+        assert routes(await api.queue_bindings(vhost, queue)) == {(t.receipts_exchange, f"A.{node}"),
+                                                                  (t.receipts_exchange, "A")}
+        handed = Handover.load(place.path("A", node))
+        assert (handed.node_id, handed.receipts_queue, handed.hub_api) == (node, queue, "https://hub.example")
+        assert handed.broker_user == t.dept_user("A") and mode(place.path("A", node)) == 0o600
+    # one node's receipt reaches it alone; what is for the department reaches both
+    connection = await aio_pika.connect(env.admin_url())
+    try:
+        channel = await transport.confirmed_channel(connection)
+        exchange = await channel.get_exchange(t.receipts_exchange, ensure=False)
+        await transport.publish(exchange, t.receipts_key("A", "a-fep-02"), b"r2\n", message_type=transport.RECEIPT,
+                                message_id="r2")
+        await transport.publish(exchange, t.receipts_key("A"), b"all\n", message_type=transport.REFUSAL,
+                                message_id="all")
+        got = {}
+        for node in ("a-fep-01", "a-fep-02"):
+            queue = await channel.get_queue(t.receipts_queue("A", node), ensure=False)
+            bodies = []
+            while (message := await queue.get(fail=False, no_ack=True, timeout=5)) is not None:
+                bodies.append(message.body)
+            got[node] = bodies
+        assert got == {"a-fep-01": [b"all\n"], "a-fep-02": [b"r2\n", b"all\n"]}
+    finally:
+        await connection.close()
+    assert await provision(api, t, {"A": ["a-fep-01", "a-fep-02"]}, env.credentials, handover=place) == []
+    with pytest.raises(BrokerError, match="node id"):
+        await provision(api, t, {"A": ["bad node"]}, env.credentials)

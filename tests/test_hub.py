@@ -337,6 +337,19 @@ def test_cli_hub_lifecycle(tmp_path):
     assert [k["state"] for k in listing[0]["keys"]] == ["revoked", "active"]
     assert cx("hub", "keys", "revoke", "0" * 32, "--config", cfg).returncode == 2
 
+    # nodes: add-dept enrolled amr-1 (what `cx node init` calls a department's first node); more with add-node
+    assert listing[0]["nodes"] == ["amr-1"]
+    added = cx("hub", "add-node", "amr", "amr-fep-02", "--config", cfg)
+    assert added.returncode == 0 and "enrolled" in added.stdout and "cx hub provision" in added.stdout
+    assert "already enrolled" in cx("hub", "add-node", "amr", "amr-fep-02", "--config", cfg).stdout
+    assert cx("hub", "add-node", "amr", "bad node", "--config", cfg).returncode == 2
+    assert cx("hub", "add-node", "tax", "tax-1", "--config", cfg).returncode == 2  # no such department
+    listing = json.loads(cx("hub", "depts", "--format", "json", "--config", cfg).stdout)
+    assert listing[0]["nodes"] == ["amr-1", "amr-fep-02"]
+    assert "amr-fep-02" in cx("hub", "depts", "--config", cfg).stdout
+    unit = cx("hub", "install-service", "--config", cfg, "--print")
+    assert unit.returncode == 0 and f"hub run --config {(hubdir / 'hub.toml').resolve()}" in unit.stdout
+
 
 async def test_backup_and_move_from_sqlite_to_postgresql(hub_factory, tmp_path):
     from support import create_pg_database, drop_pg_database

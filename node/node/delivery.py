@@ -18,6 +18,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from .. import __version__, transport
+from ..config import ConfigError
 from ..protocol import jsonutil
 from ..protocol.envelope import Batch, build_batch
 from ..protocol.errors import ProtocolError, Reason, explain
@@ -74,6 +75,7 @@ class Delivery:
         self.exchange: AbstractExchange | None = None
         self.broker_trouble: Trouble | None = None  # the last broker error, until the next success
         self.hub_trouble: Trouble | None = None  # the last hub API error, until a proof is had
+        self._hub_error_recorded = False
         self._receipt_lock = asyncio.Lock()
         # set when the hub's ledger does not extend what this node saw: waiting cannot fix that, people must
         self.history_rewritten: str | None = None
@@ -86,6 +88,8 @@ class Delivery:
     async def open(self) -> None:
         self.outbox = await self.db(Outbox, self.cfg.node.outbox)
         await self.db(self.outbox.set_state, BROKER_ERROR, None)  # what an earlier run met is history
+        # a hub API error recorded by an earlier run stands until a proof is had (checkpoints may wait for it)
+        self._hub_error_recorded = await self.db(self.outbox.state_value, HUB_ERROR) is not None
 
     @property
     def broker_error(self) -> str | None:
@@ -109,11 +113,11 @@ class Delivery:
     async def _hub_failed(self, found: Trouble) -> None:
         if self.hub_trouble is None or self.hub_trouble.detail != found.detail:
             await self.db(self.outbox.set_state, HUB_ERROR, found.to_json())
-        self.hub_trouble = found
+        self.hub_trouble, self._hub_error_recorded = found, True
 
     async def _hub_fine(self) -> None:
-        if self.hub_trouble is not None:
-            self.hub_trouble = None
+        if self._hub_error_recorded:
+            self.hub_trouble, self._hub_error_recorded = None, False
             await self.db(self.outbox.set_state, HUB_ERROR, None)
 
     async def close(self) -> None:
@@ -131,10 +135,12 @@ class Delivery:
         A failure of a kind in `give_up` (e.g. a refused login, for `--once`) ends the attempts: False.
         """
         delay = self.cfg.delivery.retry_min_seconds
-        url = self.link.broker_url
         ssl_context = transport_ssl(self.cfg)
         while not stop.is_set():
+            url = self.link.broker_url
             try:
+                self._reload_handover()  # a corrected handover file works without a restart
+                url = self.link.broker_url
                 self.connection = await transport.connect(url, ssl_context=ssl_context, name=f"cx-node-{self.dept}")
                 await self._open_channel()
                 # declared (passively), not just named: only a declared queue's consumer is restored on reconnect
@@ -155,6 +161,16 @@ class Delivery:
                 await _sleep_or_stop(stop, delay)
                 delay = _backoff(delay, self.cfg.delivery.retry_max_seconds)
         return False
+
+    def _reload_handover(self) -> None:
+        """Read the handover file again (the operator may have sent a new one); keep the last good one."""
+        try:
+            link = self.cfg.handover()
+        except ConfigError as exc:
+            log.warning("handover file not usable; using the one read before", error=str(exc))
+            return
+        if link is not None and link.hub_key is not None and link.hub_key.key_id == self.hub_key.key_id:
+            self.link, self.user = link, link.broker_user
 
     async def _open_channel(self) -> None:
         assert self.connection is not None

@@ -168,7 +168,8 @@ class NodeService:
                 print(_summary(counts, unverified, self.delivery.hub_trouble), file=sys.stderr)
                 return EXIT_REJECTED_HERE if counts["rejections_open"] else 0
             rewritten = self.delivery.history_rewritten
-            if self.stop.is_set() or rewritten or self.gave_up or (deadline and time.time() > deadline):
+            stuck = self.delivery.broker_trouble is not None and self.delivery.broker_trouble.kind in GIVE_UP
+            if self.stop.is_set() or rewritten or self.gave_up or stuck or (deadline and time.time() > deadline):
                 alerts = await self.delivery.db(self.delivery.outbox.alerts, 5, True)
                 print(f"未送达 NOT DELIVERED: {waiting} record(s) in {counts['batches_unreceipted']} batch(es) have no "
                       "verified receipt.", file=sys.stderr)
