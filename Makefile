@@ -20,12 +20,13 @@ services:
 test: venv services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# the hub's ingest rate on this machine; figures in bench-results/
+# the hub's ingest rate and the node's outbox size on this machine; figures in bench-results/
 bench: venv services
 	$(BIN)/python bench/hub_ingest.py --out bench-results/hub-ingest.json
 	$(BIN)/python bench/hub_ingest.py --store postgresql --out bench-results/hub-ingest-postgresql.json
 	$(BIN)/python bench/compliance.py --out bench-results
 	$(BIN)/python bench/compliance.py --store postgresql --out bench-results
+	$(BIN)/python bench/outbox_size.py --out bench-results/outbox-size.json
 
 # the wheel, the sdist and every dependency as a wheel, for a department's machine without internet (dist/)
 dist: venv

@@ -211,8 +211,9 @@ def list_fields(schema: Any, fmt: str) -> int:
         values = f" 取值 values: {'、'.join(map(str, f['values']))}" if f["values"] else ""
         print(f"  {'*' if f['required'] else ' '} {f['field']:<24} {f['title']:<14} {f['type']}"
               + (" 个人信息 personal" if f["personal"] else "") + values)
-    print("其他规则（如罚款须有金额）见 schemas/rules.py；在 node.toml 的 [streams.fields] 中使用这些字段名 / further rules "
-          "(a fine needs an amount, …) are checked too; use these field names in node.toml's [streams.fields]")
+    print("在 node.toml 的 [streams.fields] 中使用这些字段名；cx node check 还会检查其他规则（如罚款须有金额、有效期起止） / use "
+          "these field names in node.toml's [streams.fields]; cx node check also checks the rules between fields "
+          "(a fine needs an amount, a validity range must not end before it starts, …)")
     return EXIT_OK
 
 

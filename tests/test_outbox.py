@@ -79,9 +79,15 @@ def test_an_outbox_of_an_earlier_version_gains_its_new_columns(tmp_path: Path) -
         CREATE TABLE alerts(id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL, batch_id TEXT,
                             detail TEXT NOT NULL);
         INSERT INTO alerts(at, kind, detail) VALUES ('2026-01-01T00:00:00.000Z', 'receipt_invalid', 'x');
+        CREATE TABLE latest(record_id TEXT PRIMARY KEY, version TEXT NOT NULL, type TEXT NOT NULL);
     """)
+    known = queued(1)
+    db.execute("INSERT INTO latest VALUES (?, ?, ?)", (known.record_id, known.version, known.type))
+    db.commit()
     db.close()
     outbox = Outbox(path)
+    assert outbox.latest_version(known.record_id) == known.version  # converted to the compact form
+    assert outbox.commit_chunk("penalties", [known], []).unchanged == 1
     assert outbox.last_checkpoint() == (10, "ab")  # what it verified before stays verified
     assert outbox.alert_summary() == {"receipt_invalid": 1}  # an alert from before is open
     assert outbox.resolve_alerts() == 1 and outbox.alert_summary() == {}

@@ -28,9 +28,9 @@ dept = "{dept}"                        # this department's id at the hub
 node_id = "{node_id}"                  # this machine; one department may run several nodes, each enrolled
 signing_key = "keys/{dept}.key"        # Ed25519, mode 0600; never leaves this machine
 handover = "secrets/handover.toml"     # from the hub operator (chmod 600): broker, hub API, hub key
-outbox = "outbox.db"                   # SQLite; holds everything not yet receipted by the hub
+outbox = "{outbox}"                     # SQLite; holds everything not yet receipted by the hub
 keep_settled_days = 7                  # records the hub receipted stay this long in the outbox, then go
-reports_dir = "reports"                # where `cx node check` writes its rejection reports
+reports_dir = "{reports}"               # where `cx node check` writes its rejection reports
 
 [broker]
 # tls_ca = "certs/ca.pem"              # for amqps:// with the federation's certificate authority
@@ -100,6 +100,8 @@ def register(commands: Any) -> None:
     init.add_argument("--dept", required=True, help="department id given by the hub operator, e.g. amr")
     init.add_argument("--dir", required=True, type=Path)
     init.add_argument("--node-id", help="name of this machine (default: <dept>-1)")
+    init.add_argument("--state-dir", type=Path, help="where the node writes (its outbox and reports); default the "
+                                                     "same folder; /var/lib/credit-exchange for the systemd unit")
     init.set_defaults(run=run_init)
 
     check = sub.add_parser("check", help="read the sources, map and validate; send nothing 检查数据 "
@@ -172,7 +174,12 @@ def run_init(args: argparse.Namespace) -> int:
     (target / "secrets").mkdir(exist_ok=True)
     os.chmod(target / "secrets", 0o700)
     key = generate_key_files(target / "keys", args.dept)
-    config_path.write_text(NODE_TOML.format(dept=args.dept, node_id=node_id))
+    outbox, reports = ((str(args.state_dir.resolve() / "outbox.db"), str(args.state_dir.resolve() / "reports"))
+                       if args.state_dir else ("outbox.db", "reports"))
+    if args.state_dir:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(_aligned(NODE_TOML.format(dept=args.dept, node_id=node_id, outbox=outbox,
+                                                     reports=reports)))
     pub = target / "keys" / f"{args.dept}.pub"
     print(f"node created in {target} 前置机已创建")
     print()
@@ -194,6 +201,17 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"     cx node run --config {config_path} --once   a first delivery, watched")
     print(f"     cx node install-service --config {config_path}   then: systemctl enable --now cx-node")
     return 0
+
+
+def _aligned(text: str, column: int = 39) -> str:
+    """Settings' trailing comments lined up again after the values were filled in."""
+    out = []
+    for line in text.splitlines():
+        setting, sep, comment = line.partition("  # ")
+        if sep and not line.startswith("#") and "=" in setting:
+            line = f"{setting.rstrip():<{column - 1}} # {comment.strip()}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 # -- check -----------------------------------------------------------------------------------

@@ -374,8 +374,7 @@ class Collector:
         gone = self.outbox.snapshot_deleted(name, snapshot_pass)
         retractions = []
         for key, record_id, rtype in gone:
-            latest = self.outbox.latest_record(record_id) if record_id else None
-            if latest is None:
+            if not record_id or self.outbox.latest_version(record_id) is None:
                 continue  # never sent (it was invalid): nothing to retract
             retractions.append(self.preparer.retraction(name, record_id, rtype, f"deleted row {key}"))
         if retractions:
