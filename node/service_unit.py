@@ -31,7 +31,9 @@ def unit_text(role: str, config: Path, *, user: str = "cx", cx: Path | None = No
     text = re.sub(r"^Group=.*$", f"Group={user}", text, flags=re.M)
     env = config.parent / f"{role}.env"
     text = text.replace(f"EnvironmentFile=-/etc/credit-exchange/{role}.env", f"EnvironmentFile=-{env}")
-    extra = sorted({str(p) for p in writable if not _inside(p, STATE_DIR)})
+    outside = [Path(p) for p in writable if not _inside(p, STATE_DIR)]
+    # a folder inside another one listed is covered by it
+    extra = sorted({str(p) for p in outside if not any(q != p and _inside(p, q) for q in outside)})
     if extra:
         text = re.sub(r"^ReadWritePaths=.*$", f"ReadWritePaths={STATE_DIR} {' '.join(extra)}", text, flags=re.M)
     return text

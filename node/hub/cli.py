@@ -287,7 +287,7 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"  console 控制台:      http://{args.listen}/  first operator 首个管理员: {FIRST_OPERATOR} / {password}")
         print("                      (a one-time password: it must be changed at the first log-in 首次登录须修改)")
     print("next 下一步:")
-    print(f"  cx hub add-dept ID --name 名称 --region 410300 --public-key ID.pub --config {config_path}")
+    print(f"  cx hub add-dept ID --name 名称 --region 410300 --public-key ID.pub --node NODE_ID --config {config_path}")
     print(f"  cx hub provision --config {config_path}")
     print(f"  cx hub run --config {config_path}")
     return 0

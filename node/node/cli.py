@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import UsageError, print_json
-from ..protocol.envelope import DEPT_ID, NODE_ID, china_time
+from ..protocol.envelope import CHINA, DEPT_ID, NODE_ID, china_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import generate_key_files
 from .config import NodeConfig
@@ -315,7 +315,7 @@ def write_rejection_report(rows: list[dict[str, Any]], folder: Path) -> tuple[Pa
     from openpyxl import Workbook
 
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(CHINA).strftime("%Y%m%d-%H%M%S")  # Beijing time, as the people who open it read it
     csv_path = folder / f"rejections-{stamp}.csv"
     with csv_path.open("w", newline="", encoding="utf-8-sig") as fh:
         writer = csv.writer(fh)
@@ -377,8 +377,8 @@ def node_status(cfg: NodeConfig) -> dict[str, Any]:
             "broker_error": outbox.state_value(BROKER_ERROR),
             "hub_error": outbox.state_value(HUB_ERROR),
             "batches_unanswered": outbox.unanswered(),
-            "refused": [{"batch_id": b["batch_id"], "seq": b["seq"], "records": b["records"], "reason": b["alert"]}
-                        for b in outbox.refused_batches()],
+            "refused": [{"batch_id": b["batch_id"], "seq": b["seq"], "records": b["records"], "reason": b["alert"],
+                         "reason_zh": b["alert_zh"]} for b in outbox.refused_batches()],
             "alerts": outbox.alerts(10, open_only=True),
             "file": outbox.size(),
         }
@@ -422,7 +422,8 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"  REFUSED 拒收: {len(status['refused'])} batch(es), {c.get('refused', 0):,} record(s) not stored by the "
               "hub; fix the cause, then `cx node retry` 排除原因后重新发送")
         for b in status["refused"]:
-            print(f"    batch {b['batch_id']} (seq {b['seq']}, {b['records']} records): {b['reason']}")
+            print(f"    batch {b['batch_id']} (seq {b['seq']}, {b['records']} records): {b['reason_zh'] or ''}\n"
+                  f"      {b['reason']}")
     for a in status["alerts"]:
         print(f"  ALERT 告警 #{a['id']} {china_time(a['at'])} {a['kind']}: {a['detail_zh'] or ''}\n      {a['detail']}")
     if status["alerts"]:

@@ -404,7 +404,10 @@ class Outbox:
         cur = self.db.execute("SELECT batch_id, seq, records, alert, body, refusal FROM batches "
                               "WHERE state = 'refused' ORDER BY seq")
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        out = [dict(zip(names, row)) for row in cur.fetchall()]
+        for batch in out:  # the hub's reason in Chinese, from the refusal it signed
+            batch["alert_zh"] = json.loads(batch["refusal"].split(b"\n", 1)[0]).get("detail_zh") if batch["refusal"] else None
+        return out
 
     def retry_refused(self) -> tuple[int, int]:
         """People fixed the cause: refused records go back to pending (sealed anew). Returns (batches, records)."""

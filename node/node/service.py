@@ -242,7 +242,8 @@ class NodeService:
             found = trouble("no_receipt", f"{health['batches_unanswered']} batch(es) sent more than once")
             problems.append({"kind": found.kind, "zh": found.zh, "en": found.en, "detail": found.detail})
         for b in health["refused"]:
-            problems.append({"kind": "batch_refused", "zh": f"批次 {b['batch_id']}（{b['records']} 条）被交换中心拒收",
+            problems.append({"kind": "batch_refused",
+                             "zh": f"批次 {b['batch_id']}（{b['records']} 条）被交换中心拒收：{b['alert_zh'] or ''}",
                              "en": f"batch {b['batch_id']} ({b['records']} records) refused by the hub: {b['alert']}",
                              "detail": b["alert"]})
         for a in health["alerts"]:
@@ -272,7 +273,8 @@ def _refused_report(refused: list[dict[str, Any]], counts: dict[str, int]) -> st
     """What --once says about refused batches: each batch and the hub's reason, and what to do."""
     lines = [f"拒收 REFUSED: the hub refused {len(refused)} batch(es) holding {counts.get('refused', 0):,} record(s); "
              "nothing of them was stored 交换中心拒收了以下批次，其中记录均未入库:"]
-    lines += [f"  batch {b['batch_id']} ({b['records']} records): {b['alert']}" for b in refused]
+    lines += [f"  batch {b['batch_id']} ({b['records']} records): {b['alert_zh'] or ''}\n      {b['alert']}"
+              for b in refused]
     lines.append("fix the cause (see the reason; tell the hub operator if it is theirs), then run `cx node retry` "
                  "排除原因后运行 cx node retry 重新发送")
     return "\n".join(lines)
