@@ -412,7 +412,8 @@ def test_rows_rejected_at_the_department_show_on_the_hubs_dashboard(hub_factory,
 
     node.start()
     try:
-        wait_until(lambda: dashboard()["dept_rejected"] == 7, 40, "the heartbeat's rejections on the dashboard")
+        wait_until(lambda: (d := dashboard())["dept_rejected"] == 7 and d["accepted"] == 13, 40,
+                   "the delivery, and the heartbeat's rejections, on the dashboard")
     finally:
         node.kill(signal.SIGTERM)
     amr = dashboard()
