@@ -17,7 +17,7 @@ from .protocol.errors import FieldError, ProtocolError
 from .protocol.keys import PublicKey, generate_key_files
 from .protocol.validation import default_registry
 
-EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE, EXIT_CONFIG = 0, 1, 2, 3
+EXIT_OK, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     try:
         return args.run(args)
-    except ConfigError as exc:  # a configuration file (node.toml, hub.toml, a handover file) that cannot work
-        print(f"cx: 配置错误 configuration problem: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"cx: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:

@@ -114,6 +114,11 @@ def test_other_configuration_mistakes_stop_the_node_with_the_same_words(hub_fact
     handover.write_text(good.replace('node_id = "amr-1"', 'node_id = "amr-2"'))
     done = node.cx("run", "--once")
     assert done.returncode == CONFIG_PROBLEM and "is for node 'amr-2'" in done.stderr
+    handover.write_text(good)
+    node.config.write_text(node.config.read_text().replace("[delivery]", "[delivery\n"))  # not TOML any more
+    for command in (("check",), ("run", "--once"), ("retry",)):
+        done = node.cx(*command)
+        assert done.returncode == CONFIG_PROBLEM and "not valid TOML" in done.stderr, (command, done.stderr)
     assert not (node.dir / "outbox.db").exists()
 
 

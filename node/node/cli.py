@@ -216,6 +216,18 @@ def _aligned(text: str, column: int = 39) -> str:
 
 # -- check -----------------------------------------------------------------------------------
 
+def _load(path: Path) -> NodeConfig | int:
+    """node.toml, or exit 3 with the same words as every other configuration problem."""
+    from ..config import ConfigError
+    from .preflight import EXIT_CONFIG, Problem, report
+
+    try:
+        return NodeConfig.load(path)
+    except ConfigError as exc:
+        print(report([Problem(str(path), "配置文件无法使用（见英文说明）", str(exc))]), file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def _preflight(cfg: NodeConfig, *, handover_required: bool) -> tuple[Any, list[str]] | int:
     """Open the sources and run the configuration checks: (opened sources, unreachable sources), or exit 3."""
     from cx_adapters.base import SourceError
@@ -242,7 +254,9 @@ def run_check(args: argparse.Namespace) -> int:
 
     from .collector import iterate_check, source_checks
 
-    cfg = NodeConfig.load(args.config)
+    cfg = _load(args.config)
+    if isinstance(cfg, int):
+        return cfg
     checked = _preflight(cfg, handover_required=False)
     if isinstance(checked, int):
         return checked
@@ -342,7 +356,9 @@ def run_node(args: argparse.Namespace) -> int:
     from .. import log
     from .service import NodeService
 
-    cfg = NodeConfig.load(args.config)
+    cfg = _load(args.config)
+    if isinstance(cfg, int):
+        return cfg
     log.configure()
     checked = _preflight(cfg, handover_required=True)
     if isinstance(checked, int):
@@ -439,7 +455,9 @@ def run_retry(args: argparse.Namespace) -> int:
     from .collector import Collector
     from .outbox import Outbox
 
-    cfg = NodeConfig.load(args.config)
+    cfg = _load(args.config)
+    if isinstance(cfg, int):
+        return cfg
     checked = _preflight(cfg, handover_required=False)
     if isinstance(checked, int):
         return checked

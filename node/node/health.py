@@ -31,10 +31,6 @@ class Trouble:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, value: Any) -> Trouble | None:
-        return cls(**value) if isinstance(value, dict) else None
-
     def __str__(self) -> str:
         return f"{self.zh} / {self.en} ({self.detail})"
 
