@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test bench demo services clean
+.PHONY: venv test bench demo services dist clean
 
 venv: $(STAMP)
 
@@ -20,12 +20,17 @@ services:
 test: venv services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# the hub's ingest rate on this machine; figures in bench-results/
+# the hub's ingest rate and the node's outbox size on this machine; figures in bench-results/
 bench: venv services
 	$(BIN)/python bench/hub_ingest.py --out bench-results/hub-ingest.json
 	$(BIN)/python bench/hub_ingest.py --store postgresql --out bench-results/hub-ingest-postgresql.json
 	$(BIN)/python bench/compliance.py --out bench-results
 	$(BIN)/python bench/compliance.py --store postgresql --out bench-results
+	$(BIN)/python bench/outbox_size.py --out bench-results/outbox-size.json
+
+# the wheel, the sdist and every dependency as a wheel, for a department's machine without internet (dist/)
+dist: venv
+	$(BIN)/python ops/dev/dist.py --out dist
 
 # a hub and four Luoyang departments exchanging generated records; Ctrl-C stops it.
 # RESET=1 starts afresh; DEMO_ARGS passes options (python -m cx.demo --help); CX_AMQP_URL uses another broker
@@ -36,4 +41,4 @@ demo: venv
 	$(BIN)/python -m cx.demo $(if $(RESET),--reset) $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info var
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info var

@@ -22,6 +22,11 @@ class SourceError(Exception):
     """
 
 
+class StreamConfigError(SourceError):
+    """The source answers, but a stream's configuration does not fit it (a table, key or cursor column it
+    lacks, options missing): people must change node.toml. The node stops before reading (exit 3)."""
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """One stream of a source, as configured in node.toml's [[streams]] table."""
@@ -94,6 +99,24 @@ class Source(ABC):
     def inventory(self, stream: StreamSpec) -> int | None:
         """How many rows the stream holds at the source now (for completeness checks), if cheap to say."""
         return None
+
+    def columns(self, stream: StreamSpec) -> Sequence[str] | None:
+        """The column names the stream's rows will have, reading no rows; None when only rows can tell
+        (a drop folder before a file arrives). The node checks its mapping against them before it reads."""
+        return None
+
+    def ref(self, stream: StreamSpec, chunk: Chunk, row: Row) -> Any:
+        """A JSON-serialisable reference from which `reread` finds this row again, or None if it cannot.
+
+        The node keeps it with a row it rejected, so the row can be read again when the mapping, the
+        schemas or the data at the source change (`cx node retry`).
+        """
+        return None
+
+    def reread(self, stream: StreamSpec, refs: Sequence[Any]) -> Iterator[Chunk]:
+        """Chunks holding the rows `refs` (from `ref`) name, as the source holds them now; rows gone are left
+        out. A chunk from a unit (a dropped file) has that `unit`; the node does not finish it again."""
+        raise SourceError(f"数据源不支持重新读取 the {self.name} source cannot read rows again")
 
     def close(self) -> None:
         """Release connections."""

@@ -44,7 +44,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.sql import ColumnElement, FromClause
 from sqlalchemy.types import NullType
 
-from cx_adapters.base import Chunk, Row, Source, SourceError, StreamSpec
+from cx_adapters.base import Chunk, Row, Source, SourceError, StreamConfigError, StreamSpec
 
 # Run on every new connection so that each transaction on it is read-only.
 READ_ONLY_SESSION = {
@@ -87,11 +87,11 @@ class SqlSource(Source):
             try:
                 text = path.read_text("utf-8").strip()
             except OSError as exc:
-                raise SourceError(f"无法读取数据库地址文件 cannot read url_file {path}: {exc.strerror}") from None
+                raise StreamConfigError(f"无法读取数据库地址文件 cannot read url_file {path}: {exc.strerror}") from None
         try:
             return sa.make_url(text)
         except sa.exc.ArgumentError:
-            raise SourceError("数据库地址格式错误 the database URL is not a valid SQLAlchemy URL") from None
+            raise StreamConfigError("数据库地址格式错误 the database URL is not a valid SQLAlchemy URL") from None
 
     def _create_engine(self) -> Engine:
         url = _read_only_url(self._url())
@@ -101,7 +101,7 @@ class SqlSource(Source):
         try:
             engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True, pool_recycle=3600)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-            raise SourceError(f"不支持的数据库地址 unsupported database URL {_safe(url)}: {exc}") from None
+            raise StreamConfigError(f"不支持的数据库地址 unsupported database URL {_safe(url)}: {exc}") from None
         statement = READ_ONLY_SESSION.get(engine.dialect.name)
         if statement:
             sa.event.listen(engine, "connect", _session_setup(statement))
@@ -146,6 +146,40 @@ class SqlSource(Source):
         with self._connect() as conn:
             return int(self._execute(conn, plan, sa.select(sa.func.count()).select_from(plan.source)).scalar_one())
 
+    def columns(self, stream: StreamSpec) -> Sequence[str]:
+        return self._plan(stream).columns
+
+    def ref(self, stream: StreamSpec, chunk: Chunk, row: Row) -> Any:
+        """The row's key values with their types ({"key": [...]}, tagged like positions)."""
+        plan = self._plan(stream)
+        try:
+            return {"key": [encode_value(row.values[c]) for c in plan.key]}
+        except (KeyError, SourceError):
+            return None
+
+    def reread(self, stream: StreamSpec, refs: Sequence[Any]) -> Iterator[Chunk]:
+        """The rows with these keys, by keyset lookups of 100 keys (the key's index does the work)."""
+        plan = self._plan(stream)
+        keys = []
+        for ref in refs:
+            try:
+                values = tuple(decode_value(v) for v in ref["key"])
+            except (TypeError, KeyError, ValueError):
+                continue  # a reference from another configuration of the stream: that row cannot be found
+            if len(values) == len(plan.key):
+                keys.append(values)
+        for start in range(0, len(keys), 100):
+            part = keys[start:start + 100]
+            cols = [plan.source.c[name] for name in plan.key]
+            bind = lambda v: sa.bindparam(None, v, type_=NullType())  # noqa: E731 - untyped, as in _after
+            where = sa.or_(*(sa.and_(*(c == bind(v) for c, v in zip(cols, values))) for values in part))
+            statement = sa.select(sa.literal_column("*")).select_from(plan.source).where(where)
+            with self._connect() as conn:
+                result = self._execute(conn, plan, statement)
+                rows = [self._row(plan, list(result.keys()), record) for record in result]
+            if rows:
+                yield Chunk(stream.name, rows)
+
     # -- reading ---------------------------------------------------------------------------------
 
     def _page(self, plan: _Plan, after: tuple | None, limit: int) -> tuple[list[Row], tuple | None]:
@@ -154,15 +188,18 @@ class SqlSource(Source):
             result = self._execute(conn, plan, plan.page(after, limit))
             names = list(result.keys())
             order = [names.index(c) for c in plan.order]
-            key = [names.index(c) for c in plan.key]
             rows, last = [], None
             for record in result:
-                values = dict(zip(names, (bytes(v) if isinstance(v, memoryview) else v for v in record)))
-                key_text = tuple(_key_text(record[i]) for i in key)
-                locator = " ".join([plan.what, *(f"{c}={t}" for c, t in zip(plan.key, key_text))])
-                rows.append(Row(key_text, values, locator))
+                rows.append(self._row(plan, names, record))
                 last = tuple(record[i] for i in order)
         return rows, last
+
+    @staticmethod
+    def _row(plan: _Plan, names: list[str], record: Sequence[Any]) -> Row:
+        values = dict(zip(names, (bytes(v) if isinstance(v, memoryview) else v for v in record)))
+        key_text = tuple(_key_text(values[c]) for c in plan.key)
+        locator = " ".join([plan.what, *(f"{c}={t}" for c, t in zip(plan.key, key_text))])
+        return Row(key_text, values, locator)
 
     def _connect(self) -> sa.Connection:
         try:
@@ -180,7 +217,12 @@ class SqlSource(Source):
     def _plan(self, stream: StreamSpec) -> _Plan:
         if stream.name not in self._plans:
             with self._connect() as conn:
-                self._plans[stream.name] = _Plan.build(conn, stream)
+                try:
+                    self._plans[stream.name] = _Plan.build(conn, stream)
+                except StreamConfigError:
+                    raise
+                except SourceError as exc:  # connected, and the table, query or a column does not work
+                    raise StreamConfigError(str(exc)) from None
         return self._plans[stream.name]
 
 
@@ -192,6 +234,7 @@ class _Plan:
     source: FromClause
     key: tuple[str, ...]
     cursor: str | None
+    columns: tuple[str, ...] = ()  # every column the rows have
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -231,7 +274,7 @@ class _Plan:
             return found
 
         return cls(what, source, tuple(resolve(k, "key 主键") for k in stream.key),
-                   resolve(stream.cursor, "cursor 游标") if stream.cursor else None)
+                   resolve(stream.cursor, "cursor 游标") if stream.cursor else None, tuple(columns))
 
     def page(self, after: tuple | None, limit: int) -> sa.Select:
         cols = [self.source.c[name] for name in self.order]

@@ -57,7 +57,7 @@ async def publish_and_wait(hub, batches: list[bytes]) -> float:
     try:
         channel = await transport.confirmed_channel(conn)
         exchange = await channel.get_exchange(hub.topology.records_exchange, ensure=False)
-        queue = await channel.get_queue(hub.topology.receipts_queue("amr"), ensure=False)
+        queue = await channel.get_queue(hub.topology.receipts_queue("amr", hub.depts["amr"].node), ensure=False)
         start = time.perf_counter()
         for body in batches:
             await transport.publish(exchange, f"amr.{TYPE}", body, message_type=transport.BATCH,
@@ -97,7 +97,7 @@ def main() -> int:
                                     {"adapter": "bench", "locator": f"row {b}-{i}",
                                      "extracted": "2026-01-01T00:00:00.000Z"}).to_bytes()
                          for i in range(args.records)]
-                batch = build_batch(key, dept="amr", node="bench", seq=b + 1, prev=prev, lines=lines,
+                batch = build_batch(key, dept="amr", node=hub.depts["amr"].node, seq=b + 1, prev=prev, lines=lines,
                                     schemas={TYPE: 1})
                 prev = batch.header_hash
                 bodies.append(batch.to_bytes())

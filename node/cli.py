@@ -54,11 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--dir", required=True, type=Path, help="folder for <dept>.key (mode 0600) and <dept>.pub")
     init.set_defaults(run=run_keys_init)
 
-    validate = commands.add_parser("validate", help="check records against a record type's schema 校验数据")
-    validate.add_argument("--type", required=True, dest="record_type", help="record type, e.g. administrative_penalty")
+    validate = commands.add_parser(
+        "validate", help="check records against a record type's schema 校验数据; --list shows the record types",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="record types 记录类型 (`cx validate --list --type TYPE` shows a type's fields 字段):\n"
+               + "\n".join(f"  {t:<26} {title}" for t, title in _record_types()))
+    validate.add_argument("--type", dest="record_type", help="record type, e.g. administrative_penalty")
     validate.add_argument("--schema-version", type=int, default=None, help="schema version (default: the latest)")
     validate.add_argument("--format", choices=("text", "json"), default="text")
-    validate.add_argument("file", type=Path, help="JSON Lines (one data object per line) or a JSON array")
+    validate.add_argument("--list", action="store_true", help="list the record types, or with --type the type's "
+                                                              "fields with their Chinese titles, and exit")
+    validate.add_argument("file", type=Path, nargs="?", help="JSON Lines (one data object per line) or a JSON array")
     validate.set_defaults(run=run_validate)
 
     verify = commands.add_parser("verify", help="check a record's proof bundle offline 验证存证")
@@ -126,14 +132,27 @@ def read_data_objects(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, exc
 
 
+def _record_types() -> list[tuple[str, str]]:
+    registry = default_registry()
+    return [(t, registry.get(t).title) for t in registry.record_types()]
+
+
 def run_validate(args: argparse.Namespace) -> int:
     registry = default_registry()
+    if args.list and not args.record_type:
+        return list_record_types(args.format)
+    if not args.record_type:
+        raise UsageError("给出 --type 记录类型（cx validate --list 列出全部）give --type TYPE (cx validate --list shows them)")
     try:
         schema = registry.get(args.record_type, args.schema_version)
     except ProtocolError:
         known = ", ".join(registry.record_types())
         raise UsageError(f"未知的记录类型 unknown record type {args.record_type!r} "
                          f"(version {args.schema_version or 'latest'}); known: {known}") from None
+    if args.list:
+        return list_fields(schema, args.format)
+    if args.file is None:
+        raise UsageError("给出要校验的文件 give the file to check (JSON Lines or a JSON array)")
     results = []
     for number, item in read_data_objects(args.file):
         errors = [FieldError.from_protocol(item)] if isinstance(item, ProtocolError) else schema.check(item)
@@ -150,6 +169,49 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{len(results)} records 条, {len(results) - len(invalid)} valid 合格, "
               f"{len(invalid)} invalid 不合格 ({schema.type} v{schema.version} {schema.title})")
     return EXIT_INVALID if invalid else EXIT_OK
+
+
+def list_record_types(fmt: str) -> int:
+    registry = default_registry()
+    types = [registry.get(t) for t in registry.record_types()]
+    if fmt == "json":
+        print_json([{"type": t.type, "version": t.version, "title": t.title, "event_date": t.event_date,
+                     "limit_days": t.limit_days} for t in types])
+        return EXIT_OK
+    print("记录类型 record types (cx validate --list --type TYPE: its fields 字段)")
+    for t in types:
+        print(f"  {t.type:<26} v{t.version}  {t.title}  (事件日期 event date: {t.event_date}, "
+              f"{t.limit_days} 个工作日 working days)")
+    return EXIT_OK
+
+
+def describe_fields(schema: Any) -> list[dict[str, Any]]:
+    """A record type's fields as `cx validate --list --type` shows them."""
+    required = set(schema.schema.get("required", []))
+    out = []
+    for name, prop in schema.fields.items():
+        kind = schema.formats.get(name) or {"string": "text", "array": "list", "integer": "integer"}.get(
+            prop.get("type"), prop.get("type") or "text")
+        allowed = prop.get("enum") or (prop.get("items") or {}).get("enum")
+        out.append({"field": name, "title": schema.titles.get(name, ""), "type": kind, "required": name in required,
+                    "personal": name in schema.personal, "values": list(allowed) if allowed else None})
+    return out
+
+
+def list_fields(schema: Any, fmt: str) -> int:
+    fields = describe_fields(schema)
+    if fmt == "json":
+        print_json({"type": schema.type, "version": schema.version, "title": schema.title, "fields": fields})
+        return EXIT_OK
+    print(f"{schema.type} v{schema.version} {schema.title} — 字段 fields (* 必填 required)")
+    for f in fields:
+        values = f" 取值 values: {'、'.join(map(str, f['values']))}" if f["values"] else ""
+        print(f"  {'*' if f['required'] else ' '} {f['field']:<24} {f['title']:<14} {f['type']}"
+              + (" 个人信息 personal" if f["personal"] else "") + values)
+    print("在 node.toml 的 [streams.fields] 中使用这些字段名；cx node check 还会检查其他规则（如罚款须有金额、有效期起止） / use "
+          "these field names in node.toml's [streams.fields]; cx node check also checks the rules between fields "
+          "(a fine needs an amount, a validity range must not end before it starts, …)")
+    return EXIT_OK
 
 
 # -- cx verify -------------------------------------------------------------------------------

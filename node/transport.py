@@ -30,7 +30,8 @@ class Topology:
     ingest_queue: str = "cx.ingest"  # quorum, consumed by the hub
     dead_letter_exchange: str = "cx.dlx"  # fanout
     quarantine_queue: str = "cx.quarantine"  # quorum, what the hub could not attribute or verify
-    receipts_exchange: str = "cx.receipts"  # direct, routing key "<dept>"
+    # direct: routing key "<dept>.<node>" reaches that node's queue, "<dept>" every node of the department
+    receipts_exchange: str = "cx.receipts"
 
     @property
     def hub_user(self) -> str:
@@ -43,8 +44,14 @@ class Topology:
         prefix = f"{self.user_prefix}dept-"
         return user[len(prefix):] if user and user.startswith(prefix) else None
 
-    def receipts_queue(self, dept: str) -> str:
-        return f"cx.receipts.{dept}"
+    def receipts_queue(self, dept: str, node: str) -> str:
+        """The quorum queue one node of a department reads its receipts and refusals from."""
+        return f"cx.receipts.{dept}.{node}"
+
+    @staticmethod
+    def receipts_key(dept: str, node: str | None = None) -> str:
+        """Routing key on the receipts exchange: "<dept>.<node>" for one node, "<dept>" for all of them."""
+        return f"{dept}.{node}" if node else dept
 
     @staticmethod
     def routing_key(dept: str, kind: str) -> str:

@@ -21,6 +21,7 @@ import psycopg
 from cx.hub import accounts, registry
 from cx.hub.broker import ManagementAPI, deprovision, provision_hub
 from cx.hub.config import HubConfig
+from cx.handover import Handover
 from cx.hub.store import Store
 from cx.protocol.keys import SigningKey, generate_key_files
 from cx.transport import Topology
@@ -74,6 +75,11 @@ class Dept:
     amqp_url: str = ""
 
     @property
+    def node(self) -> str:
+        """The node enrolled with the department (`cx node init`'s default id)."""
+        return f"{self.dept}-1"
+
+    @property
     def public_key_path(self) -> Path:
         return self.key_dir / f"{self.dept}.pub"
 
@@ -104,6 +110,28 @@ class Hub:
 
     def store(self) -> Store:
         return Store(self.cfg.store_url)
+
+    def provision(self) -> list[str]:
+        """`cx hub provision`: the broker for every department and node the hub knows of, handover files."""
+        store = self.store()
+        try:
+            nodes = registry.department_nodes(store)
+        finally:
+            store.dispose()
+        return run_sync(provision_hub(self.cfg, nodes))
+
+    def add_node(self, dept: str, node: str) -> Path:
+        """`cx hub add-node` then `cx hub provision`; returns the new node's handover file."""
+        store = self.store()
+        try:
+            registry.add_node(store, dept, node)
+        finally:
+            store.dispose()
+        self.provision()
+        return self.handover_path(dept, node)
+
+    def handover_path(self, dept: str, node: str | None = None) -> Path:
+        return self.cfg.handover_dir / dept / f"{node or self.depts[dept].node}.toml"
 
     def start(self, log_name: str = "hub.log") -> None:
         """Run `cx hub run` as a separate process (so a test can SIGKILL it)."""
@@ -174,13 +202,13 @@ trail_flush_seconds = 0.2
     hub.token = accounts.add_token(store, "tests", accounts.Role("operator"))
     for dept in depts:
         dkey = generate_key_files(base / "depts", dept)
-        registry.add_department(store, dept, f"测试部门 {dept}", "410300")
+        registry.add_department(store, dept, f"测试部门 {dept}", "410300", node_ids=(f"{dept}-1",))
         registry.add_key(store, dept, dkey.public)
         hub.depts[dept] = Dept(dept, dkey, base / "depts")
     store.dispose()
-    run_sync(provision_hub(cfg, list(depts)))
+    hub.provision()
     for dept in depts:
-        hub.depts[dept].amqp_url = (cfg.handover_dir / f"{dept}.amqp").read_text().strip()
+        hub.depts[dept].amqp_url = Handover.load(hub.handover_path(dept)).broker_url
     return hub
 
 
@@ -231,10 +259,30 @@ class Node:
         return json.loads(done.stdout)
 
 
-def make_node(hub: Hub, dept: str, base: Path, body: str, *, delivery: str = "") -> Node:
-    """A node folder for `dept` with keys, the hub key, the handover file, and node.toml = header + body.
+def healthz(node: Node) -> tuple[int, dict]:
+    """(HTTP status, body) of the running node's /healthz (503 when degraded)."""
+    import json
+    import tomllib
+    import urllib.error
+    import urllib.request
 
-    `body` holds [sources.*], [[streams]] and [code_tables.*]; `delivery` adds [delivery] keys.
+    listen = tomllib.loads(node.config.read_text())["http"]["listen"]
+    try:
+        with urllib.request.urlopen(f"http://{listen}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}  # not listening (yet)
+
+
+def make_node(hub: Hub, dept: str, base: Path, body: str, *, delivery: str = "", node_id: str | None = None,
+              node: str = "") -> Node:
+    """A node folder for `dept` with its key and the hub's handover file, and node.toml = header + body.
+
+    As a department's IT sets it up: nothing in node.toml comes from the hub operator except through the
+    handover file (broker URL and user, vhost, receipts queue, hub API, hub key). `body` holds [sources.*],
+    [[streams]] and [code_tables.*]; `delivery` adds [delivery] keys, `node` [node] keys.
     """
     import shutil
 
@@ -242,23 +290,20 @@ def make_node(hub: Hub, dept: str, base: Path, body: str, *, delivery: str = "")
     (base / "keys").mkdir(exist_ok=True)
     (base / "secrets").mkdir(exist_ok=True)
     d = hub.depts[dept]
+    node_id = node_id or d.node
     shutil.copy(d.private_key_path, base / "keys" / f"{dept}.key")
-    shutil.copy(hub.dir / "keys" / "hub.pub", base / "keys" / "hub.pub")
-    (base / "secrets" / "broker.amqp").write_text(d.amqp_url)
+    shutil.copy(hub.handover_path(dept, node_id), base / "secrets" / "handover.toml")
     (base / "node.toml").write_text(f"""
 [node]
 dept = "{dept}"
-node_id = "{dept}-1"
+node_id = "{node_id}"
 signing_key = "keys/{dept}.key"
-[broker]
-vhost = "{hub.topology.vhost}"
-user_prefix = "{hub.topology.user_prefix}"
+{node}
 [delivery]
 heartbeat_seconds = 2
 poll_seconds = 1
 linger_seconds = 0.2
 receipt_timeout_seconds = 10
-hub_api = "{hub.api}"
 {delivery}
 [http]
 listen = "127.0.0.1:{free_port()}"

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import mysql
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cx_adapters.base import Chunk, SourceError, StreamSpec, UnitReport, load_adapter
+from cx_adapters.base import Chunk, SourceError, StreamConfigError, StreamSpec, UnitReport, load_adapter
 from cx_adapters.files import FileSource
 from cx_adapters.sql import SqlSource, decode_value, encode_value
 
@@ -251,6 +251,37 @@ def test_snapshot_with_a_composite_key(db):
         [("b", "2"), ("b", "3"), ("c", "1"), ("c", "2"), ("c", "3")]
 
 
+def test_rows_are_found_again_by_their_typed_keys_and_columns_are_known_before_reading(db):
+    table = sa.Table("permits", db.metadata, sa.Column("dept", sa.String(10), primary_key=True),
+                     sa.Column("seq", sa.Integer, primary_key=True), sa.Column("decided", sa.Date),
+                     sa.Column("note", sa.String(20)), schema=db.schema)
+    table.create(db.admin)
+    db.insert(table, [{"dept": d, "seq": s, "decided": dt.date(2024, 5, s), "note": f"{d}{s}"}
+                      for d in ("a", "b") for s in (1, 2, 3)])
+    stream = db.stream("permits", key=("dept", "seq"), cursor=None)
+    source = db.source(stream)
+    assert sorted(source.columns(stream)) == ["decided", "dept", "note", "seq"]
+    [chunk] = read_all(source, stream)
+    refs = [json.loads(json.dumps(source.ref(stream, chunk, row))) for row in chunk.rows if row.key[1] != "2"]
+    assert refs[0] == {"key": ["s:a", 1]}  # the key as the database types it, as positions are kept
+    with db.admin.begin() as conn:
+        conn.execute(table.update().where(table.c.dept == "a", table.c.seq == 1).values(note="changed"))
+        conn.execute(table.delete().where(table.c.dept == "b", table.c.seq == 3))
+    found = [row for c in source.reread(stream, refs) for row in c.rows]
+    assert sorted((r.key, r.values["note"]) for r in found) == [
+        (("a", "1"), "changed"), (("a", "3"), "a3"), (("b", "1"), "b1")]  # b3 is gone: left out
+    assert list(source.reread(stream, [{"key": ["s:a"]}, {"nonsense": 1}])) == []
+
+
+def test_a_stream_that_does_not_fit_the_source_is_a_configuration_problem(db):
+    db.xzcf()
+    with pytest.raises(StreamConfigError, match="has no key 主键 column 'nokey'"):
+        db.source(db.stream(key=("nokey",))).columns(db.stream(key=("nokey",)))
+    with pytest.raises(SourceError) as unreachable:
+        SqlSource({"url": "postgresql+psycopg://u@127.0.0.1:1/x"}, [db.stream()]).columns(db.stream())
+    assert not isinstance(unreachable.value, StreamConfigError)  # the source is away, not misconfigured
+
+
 # -- SQL: query streams, read-only, check, inventory -------------------------------------------------
 
 def test_a_query_stream_is_filtered_and_paged_as_a_subquery(db):
@@ -420,7 +451,7 @@ def test_undecodable_csv_and_missing_key_column_are_unit_errors(tmp_path):
     drop(tmp_path, "penalties-b.csv", "企业名称,金额\n某某,1\n".encode())
     source = files(tmp_path)
     undecodable, no_key = read_files(source)
-    assert undecodable.rows == [] and "无法识别文件编码 cannot decode" in undecodable.error
+    assert undecodable.rows == [] and "penalties-a.csv is not valid UTF-8 at line 2" in undecodable.error
     assert no_key.rows == [] and "缺少主键列 key column(s) missing: 统一社会信用代码" in no_key.error
     assert no_key.unit.startswith("penalties-b.csv:")
 
@@ -545,3 +576,48 @@ def test_files_source_options_are_checked(tmp_path):
     with pytest.raises(SourceError, match="needs a file name pattern"):
         FileSource({"folder": str(tmp_path)}, [StreamSpec("x", {}, ("id",))])
     assert FileSource({"folder": str(tmp_path)}, [PENALTIES]).inventory(PENALTIES) is None
+
+
+def test_encoding_problems_name_the_line_and_the_likely_encoding(tmp_path):
+    from cx_adapters.files import Unreadable, decode
+
+    text = CSV_TEXT + "91410300MA44ABCD3X,洛阳市测试商贸有限公司,100,2024-05-03\r\n"
+    utf8 = text.encode("utf-8").split(b"\r\n")
+    utf8[4] = utf8[4].replace("测试".encode(), "测试".encode("gbk"))  # line 6 pasted from a GBK program
+    cases = {
+        ("broken.csv", b"\r\n".join(utf8), "auto"): ["broken.csv is not valid UTF-8 at line 6", "第 6 行"],
+        ("big5.csv", "統一社會信用代碼,企業名稱\r\n9141,洛陽市測試商貿有限公司\r\n".encode("big5"), "auto"):
+            ["big5.csv looks like Big5", "繁体中文 Big5"],
+        ("big5-as-gbk.csv", "統一社會信用代碼,企業名稱\r\n9141,洛陽市測試商貿有限公司\r\n".encode("big5"), "gbk"):
+            ["looks like Big5"],
+        ("utf8-as-gbk.csv", text.encode("utf-8"), "gbk"): ["does not decode as gbk at line 1", "looks like UTF-8"],
+        ("gbk-as-utf8.csv", text.encode("gbk"), "utf-8"): ["does not decode as utf-8 at line 1", "looks like GBK"],
+        ("utf16.csv", text.encode("utf-16-le"), "auto"): ["UTF-16 without a byte order mark"],
+    }
+    for (name, data, encoding), said in cases.items():
+        with pytest.raises(Unreadable) as info:
+            decode(data, encoding, name)
+        for words in said:
+            assert words in str(info.value), (name, str(info.value))
+    assert decode(text.encode("gbk"), "auto") == text  # GBK is not mistaken for anything else
+    assert decode(text.encode("utf-8"), "auto") == text
+
+
+def test_a_failed_file_put_back_is_read_again_and_processed_rows_can_be_found_again(tmp_path):
+    drop(tmp_path, "penalties.csv", CSV_TEXT.encode())
+    source = files(tmp_path)
+    [chunk] = read_files(source)
+    refs = [source.ref(PENALTIES, chunk, row) for row in chunk.rows]
+    source.finish(PENALTIES, chunk, UnitReport(chunk.unit, 2, 2, 0))
+    assert not (tmp_path / "penalties.csv").exists()
+    # the node re-reads one of its rows from processed/: the file is found by its hash, the row by its key
+    [again] = list(source.reread(PENALTIES, refs[1:]))
+    assert [r.key for r in again.rows] == [("91410300MA44ABCD2X",)] and again.unit == chunk.unit
+    assert again.rows[0].locator == chunk.rows[1].locator
+    assert source.columns(PENALTIES) is None  # a drop folder's columns: only its files tell
+
+    drop(tmp_path, "penalties-x.csv", b"\x80\xff\xfe\x00", age=90)
+    [bad] = read_files(source)
+    source.finish(PENALTIES, bad, UnitReport(bad.unit, 0, 0, 0))
+    report = (tmp_path / "failed" / "penalties-x.csv.report.txt").read_text("utf-8")
+    assert report.count("错误 error:") == 1 and "put it back from failed/" in report

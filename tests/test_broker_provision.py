@@ -17,10 +17,12 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
 from cx import transport
+from cx.handover import Handover
 from cx.hub.broker import (
     HASHING_ALGORITHM,
     BrokerError,
     CredentialStore,
+    HandoverPlace,
     ManagementAPI,
     TopologyMismatch,
     definitions,
@@ -46,14 +48,22 @@ class Env:
     tmp: Path
 
     async def provision(self, depts: list[str], **kwargs) -> list[str]:
-        return await provision(self.api, self.topology, depts, self.credentials,
-                               handover_dir=self.tmp / "handover", broker_url=AMQP_URL, **kwargs)
+        """Each department with one node, named after it in lower case (A → a1)."""
+        return await provision(self.api, self.topology, {d: [node(d)] for d in depts}, self.credentials,
+                               handover=HandoverPlace(self.tmp / "handover", AMQP_URL), **kwargs)
+
+    def queue(self, dept: str) -> str:
+        return self.topology.receipts_queue(dept, node(dept))
 
     def url(self, user: str) -> str:
         return amqp_url(AMQP_URL, user, self.credentials.password(user), self.topology.vhost)
 
     def admin_url(self) -> str:
         return amqp_url(AMQP_URL, *ADMIN, self.topology.vhost)
+
+
+def node(dept: str) -> str:
+    return f"{dept.lower()}1"
 
 
 @pytest.fixture
@@ -99,34 +109,40 @@ async def test_provision_creates_topology_then_changes_nothing(env):
     assert ingest["arguments"] == {
         "x-queue-type": "quorum", "x-dead-letter-exchange": t.dead_letter_exchange,
         "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish", "x-delivery-limit": 9}
-    for queue in (t.quarantine_queue, t.receipts_queue("A"), t.receipts_queue("B")):
+    for queue in (t.quarantine_queue, env.queue("A"), env.queue("B")):
         assert (await api.get_queue(vhost, queue))["type"] == "quorum"
 
     def routes(bindings):
         return {(b["source"], b["routing_key"]) for b in bindings if b["source"]}
     assert routes(await api.queue_bindings(vhost, t.ingest_queue)) == {(t.records_exchange, "#")}
     assert routes(await api.queue_bindings(vhost, t.quarantine_queue)) == {(t.dead_letter_exchange, "")}
-    assert routes(await api.queue_bindings(vhost, t.receipts_queue("B"))) == {(t.receipts_exchange, "B")}
+    # a node's queue: what is routed to that node, and what is for every node of its department
+    assert routes(await api.queue_bindings(vhost, env.queue("B"))) == {(t.receipts_exchange, "B.b1"),
+                                                                       (t.receipts_exchange, "B")}
 
     hub = await api.get_permissions(vhost, t.hub_user)
     assert (hub["configure"], hub["write"], hub["read"]) == ("^$", r"^cx\.receipts$", r"^(cx\.ingest|cx\.quarantine)$")
     dept_a = await api.get_permissions(vhost, t.dept_user("A"))
-    assert (dept_a["configure"], dept_a["write"], dept_a["read"]) == ("^$", r"^cx\.records$", r"^cx\.receipts\.A$")
+    assert (dept_a["configure"], dept_a["write"], dept_a["read"]) == ("^$", r"^cx\.records$", r"^cx\.receipts\.A\.")
     [topic] = await api.get_topic_permissions(vhost, t.dept_user("A"))
     assert (topic["exchange"], topic["write"], topic["read"]) == (t.records_exchange, r"^A\.", "^$")
     for user in (t.hub_user, t.dept_user("A"), t.dept_user("B")):
         assert (await api.get_user(user))["tags"] == []
         assert mode(env.credentials.path(user)) == 0o600
 
-    handover = env.tmp / "handover" / "A.amqp"
+    handover = env.tmp / "handover" / "A" / "a1.toml"
     assert mode(handover) == 0o600
-    assert handover.read_text().strip() == env.url(t.dept_user("A"))
+    handed = Handover.load(handover)
+    assert handed.broker_url == env.url(t.dept_user("A"))
+    assert (handed.broker_user, handed.vhost, handed.dept, handed.node_id, handed.receipts_queue) == (
+        t.dept_user("A"), vhost, "A", "a1", env.queue("A"))
 
     assert await env.provision(["A", "B"], delivery_limit=9) == []
 
     added = await env.provision(["A", "B", "C"], delivery_limit=9)
-    assert added and all(t.dept_user("C") in c or t.receipts_queue("C") in c or "C.amqp" in c for c in added), added
-    assert routes(await api.queue_bindings(vhost, t.receipts_queue("C"))) == {(t.receipts_exchange, "C")}
+    assert added and all(t.dept_user("C") in c or env.queue("C") in c or "'C'" in c for c in added), added
+    assert routes(await api.queue_bindings(vhost, env.queue("C"))) == {(t.receipts_exchange, "C.c1"),
+                                                                       (t.receipts_exchange, "C")}
     assert await env.provision(["A", "B", "C"], delivery_limit=9) == []
 
 
@@ -135,7 +151,7 @@ async def test_provision_repairs_only_what_differs(env):
     await env.provision(["A", "B"])
     user_a = t.dept_user("A")
     await api.put_permissions(vhost, user_a, configure=".*", write=".*", read=".*")
-    await api.bind(vhost, t.receipts_exchange, t.receipts_queue("A"), "B")  # would leak B's receipts to A
+    await api.bind(vhost, t.receipts_exchange, env.queue("A"), "B")  # would leak B's receipts to A
     have = await api.get_user(t.dept_user("B"))
     await api.put_user(t.dept_user("B"), password_hash=have["password_hash"], tags=["management"])
     old_hub_password = env.credentials.password(t.hub_user)
@@ -194,19 +210,19 @@ async def test_department_user_may_only_publish_its_own_records(env):
         # passive declares need no permission: a node may check that its exchange and queue exist
         channel = await connection.channel()
         await channel.declare_exchange(t.records_exchange, passive=True)
-        own = await channel.declare_queue(t.receipts_queue("A"), passive=True)
+        own = await channel.declare_queue(env.queue("A"), passive=True)
         await own.consume(ignore)
 
         async def consume_b(ch):
-            await (await ch.get_queue(t.receipts_queue("B"), ensure=False)).consume(ignore)
+            await (await ch.get_queue(env.queue("B"), ensure=False)).consume(ignore)
 
         async def get_b(ch):
-            await (await ch.get_queue(t.receipts_queue("B"), ensure=False)).get()
-        assert t.receipts_queue("B") in await refused(consume_b)
-        assert t.receipts_queue("B") in await refused(get_b)
+            await (await ch.get_queue(env.queue("B"), ensure=False)).get()
+        assert env.queue("B") in await refused(consume_b)
+        assert env.queue("B") in await refused(get_b)
         await refused(lambda ch: ch.declare_queue("mine", durable=True))
         await refused(lambda ch: ch.declare_queue(exclusive=True))
-        await refused(lambda ch: ch.declare_queue(t.receipts_queue("A"), durable=True,
+        await refused(lambda ch: ch.declare_queue(env.queue("A"), durable=True,
                                                   arguments={"x-queue-type": "quorum"}))  # even an identical one
         await refused(lambda ch: ch.declare_exchange("mine", aio_pika.ExchangeType.TOPIC))
     finally:
@@ -222,10 +238,10 @@ async def test_hub_configuration_drives_provisioning(env, tmp_path):
     cfg = HubConfig.load(tmp_path / "hub.toml")
     assert cfg.topology == t
 
-    changes = await provision_hub(cfg, ["A"])
-    assert changes and await provision_hub(cfg, ["A"]) == []
+    changes = await provision_hub(cfg, {"A": ["a1"]})
+    assert changes and await provision_hub(cfg, {"A": ["a1"]}) == []
     assert mode(cfg.broker.password_file) == 0o600  # where the hub reads its own password
-    url_a = (cfg.handover_dir / "A.amqp").read_text().strip()
+    url_a = Handover.load(cfg.handover_dir / "A" / "a1.toml").broker_url
 
     hub = await transport.connect(cfg.hub_amqp_url(), name="test-hub")
     dept = await aio_pika.connect(url_a)
@@ -239,13 +255,14 @@ async def test_hub_configuration_drives_provisioning(env, tmp_path):
         message = await (await hub_channel.get_queue(t.ingest_queue, ensure=False)).get(timeout=5)
         assert t.dept_of_user(message.user_id) == "A"
         receipts = await hub_channel.get_exchange(t.receipts_exchange, ensure=False)
-        await transport.publish(receipts, "A", b"receipt\n", message_type=transport.RECEIPT, message_id="r1")
+        await transport.publish(receipts, t.receipts_key("A", "a1"), b"receipt\n", message_type=transport.RECEIPT,
+                                message_id="r1")
         await message.ack()
         with pytest.raises(ChannelAccessRefused):
             await transport.publish(await hub_channel.get_exchange(t.records_exchange, ensure=False), f"A.{PENALTY}",
                                     b"forged\n", message_type=transport.BATCH, message_id="f1")
 
-        receipt = await (await dept_channel.get_queue(t.receipts_queue("A"), ensure=False)).get(timeout=5)
+        receipt = await (await dept_channel.get_queue(env.queue("A"), ensure=False)).get(timeout=5)
         assert receipt.body == b"receipt\n"
     finally:
         await hub.close()
@@ -254,7 +271,7 @@ async def test_hub_configuration_drives_provisioning(env, tmp_path):
 
 async def test_definitions_document_matches_provisioning(env):
     t, vhost = env.topology, env.topology.vhost
-    document = definitions(t, ["A", "B"], env.credentials, delivery_limit=20)
+    document = definitions(t, {"A": ["a1"], "B": ["b1"]}, env.credentials, delivery_limit=20)
 
     assert document["vhosts"] == [{"name": vhost}]
     assert {u["name"] for u in document["users"]} == {t.hub_user, t.dept_user("A"), t.dept_user("B")}
@@ -268,20 +285,21 @@ async def test_definitions_document_matches_provisioning(env):
         assert not verify_password(user["password_hash"], password + "x")
     assert {(p["user"], p["configure"], p["read"]) for p in document["permissions"]} == {
         (t.hub_user, "^$", r"^(cx\.ingest|cx\.quarantine)$"),
-        (t.dept_user("A"), "^$", r"^cx\.receipts\.A$"), (t.dept_user("B"), "^$", r"^cx\.receipts\.B$")}
+        (t.dept_user("A"), "^$", r"^cx\.receipts\.A\."), (t.dept_user("B"), "^$", r"^cx\.receipts\.B\.")}
     assert {(p["user"], p["exchange"], p["write"]) for p in document["topic_permissions"]} == {
         (t.dept_user("A"), t.records_exchange, r"^A\."), (t.dept_user("B"), t.records_exchange, r"^B\.")}
     assert {(e["name"], e["type"]) for e in document["exchanges"]} == {
         (t.records_exchange, "topic"), (t.dead_letter_exchange, "fanout"), (t.receipts_exchange, "direct")}
     queues = {q["name"]: q for q in document["queues"]}
-    assert set(queues) == {t.ingest_queue, t.quarantine_queue, t.receipts_queue("A"), t.receipts_queue("B")}
+    assert set(queues) == {t.ingest_queue, t.quarantine_queue, env.queue("A"), env.queue("B")}
     assert queues[t.ingest_queue]["arguments"]["x-delivery-limit"] == 20
     assert all(q["vhost"] == vhost and q["durable"] for q in queues.values())
     assert {(b["source"], b["destination"], b["routing_key"]) for b in document["bindings"]} == {
         (t.records_exchange, t.ingest_queue, "#"), (t.dead_letter_exchange, t.quarantine_queue, ""),
-        (t.receipts_exchange, t.receipts_queue("A"), "A"), (t.receipts_exchange, t.receipts_queue("B"), "B")}
+        (t.receipts_exchange, env.queue("A"), "A.a1"), (t.receipts_exchange, env.queue("A"), "A"),
+        (t.receipts_exchange, env.queue("B"), "B.b1"), (t.receipts_exchange, env.queue("B"), "B")}
 
-    path = write_definitions(env.tmp / "definitions.json", t, ["A", "B"], env.credentials)
+    path = write_definitions(env.tmp / "definitions.json", t, {"A": ["a1"], "B": ["b1"]}, env.credentials)
     assert mode(path) == 0o600
     assert {u["name"] for u in json.loads(path.read_text())["users"]} == {u["name"] for u in document["users"]}
 
@@ -320,6 +338,52 @@ def test_credential_store_and_department_codes(tmp_path):
     assert store.path("u1") == tmp_path / "secrets" / "broker" / "u1.password"
     assert mode(store.path("u1")) == 0o600
     with pytest.raises(BrokerError, match="department code"):
-        definitions(Topology(), ["A.B"], store)
+        definitions(Topology(), {"A.B": ["n1"]}, store)
     with pytest.raises(BrokerError):
         store.path("../x")
+
+
+async def test_each_node_gets_its_queue_and_handover_and_the_old_department_queue_is_retired(env):
+    t, api, vhost = env.topology, env.api, env.topology.vhost
+    await api.put_vhost(vhost)
+    legacy = "cx.receipts.A"  # what earlier versions made: one receipts queue per department
+    await api.put_queue(vhost, legacy, {"durable": True, "arguments": {"x-queue-type": "quorum"}})
+    await api.put_exchange(vhost, t.receipts_exchange, {"type": "direct", "durable": True, "auto_delete": False,
+                                                        "internal": False, "arguments": {}})
+    await api.bind(vhost, t.receipts_exchange, legacy, "A")
+    place = HandoverPlace(env.tmp / "handover", AMQP_URL, "https://hub.example")
+    changes = await provision(api, t, {"A": ["a-fep-01", "a-fep-02"]}, env.credentials, handover=place)
+    assert any(c.startswith(f"unbound {legacy!r}") and "delete" in c for c in changes), changes
+
+    def routes(bindings):
+        return {(b["source"], b["routing_key"]) for b in bindings if b["source"]}
+    assert routes(await api.queue_bindings(vhost, legacy)) == set()  # it gets nothing any more
+    for node in ("a-fep-01", "a-fep-02"):
+        queue = t.receipts_queue("A", node)
+        assert routes(await api.queue_bindings(vhost, queue)) == {(t.receipts_exchange, f"A.{node}"),
+                                                                  (t.receipts_exchange, "A")}
+        handed = Handover.load(place.path("A", node))
+        assert (handed.node_id, handed.receipts_queue, handed.hub_api) == (node, queue, "https://hub.example")
+        assert handed.broker_user == t.dept_user("A") and mode(place.path("A", node)) == 0o600
+    # one node's receipt reaches it alone; what is for the department reaches both
+    connection = await aio_pika.connect(env.admin_url())
+    try:
+        channel = await transport.confirmed_channel(connection)
+        exchange = await channel.get_exchange(t.receipts_exchange, ensure=False)
+        await transport.publish(exchange, t.receipts_key("A", "a-fep-02"), b"r2\n", message_type=transport.RECEIPT,
+                                message_id="r2")
+        await transport.publish(exchange, t.receipts_key("A"), b"all\n", message_type=transport.REFUSAL,
+                                message_id="all")
+        got = {}
+        for node in ("a-fep-01", "a-fep-02"):
+            queue = await channel.get_queue(t.receipts_queue("A", node), ensure=False)
+            bodies = []
+            while (message := await queue.get(fail=False, no_ack=True, timeout=5)) is not None:
+                bodies.append(message.body)
+            got[node] = bodies
+        assert got == {"a-fep-01": [b"all\n"], "a-fep-02": [b"r2\n", b"all\n"]}
+    finally:
+        await connection.close()
+    assert await provision(api, t, {"A": ["a-fep-01", "a-fep-02"]}, env.credentials, handover=place) == []
+    with pytest.raises(BrokerError, match="node id"):
+        await provision(api, t, {"A": ["bad node"]}, env.credentials)

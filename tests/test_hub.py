@@ -54,7 +54,8 @@ class Sender:
 
     def batch(self, lines: list[bytes], **overrides):
         self.seq += 1
-        b = build_batch(self.hub.depts[self.dept].key, dept=self.dept, node="n1", seq=overrides.pop("seq", self.seq),
+        b = build_batch(self.hub.depts[self.dept].key, dept=self.dept, node=self.hub.depts[self.dept].node,
+                        seq=overrides.pop("seq", self.seq),
                         prev=overrides.pop("prev", self.prev), lines=lines,
                         schemas=overrides.pop("schemas", {TODAY_TYPE: 1}), **overrides)
         self.prev = b.header_hash
@@ -69,7 +70,8 @@ class Sender:
     async def receipts(self, n: int, timeout: float = 20, refusals: int = 0) -> list[Receipt]:
         """The next n receipts (verified); refusals arriving meanwhile go to `self.refused`, until it holds
         at least `refusals`."""
-        queue = await self.channel.get_queue(self.hub.topology.receipts_queue(self.dept), ensure=False)
+        queue = await self.channel.get_queue(self.hub.topology.receipts_queue(self.dept, self.hub.depts[self.dept].node),
+                                             ensure=False)
         out: list[Receipt] = []
         deadline = asyncio.get_running_loop().time() + timeout
         while len(out) < n or len(self.refused) < refusals:
@@ -143,7 +145,7 @@ async def test_happy_path_receipts_and_proofs(hub_factory, store_kind, tmp_path)
     status, record = await get_json(f"{hub.api}/api/v1/departments/amr/records/p-1-7", token=hub.token)
     assert status == 200 and record["status"] == "active" and len(record["versions"]) == 1
     prov = record["versions"][0]["provenance"]
-    assert prov["node"] == "n1" and prov["batch_id"] == sent[1].header.batch_id
+    assert prov["node"] == "amr-1" and prov["batch_id"] == sent[1].header.batch_id
     assert prov["authority"] == VALID[TODAY_TYPE]["authority"] and prov["providing_dept"] == "amr"
     assert prov["source_locator"] == "test p-1-7" and prov["ledger_index"] == 57
     status, cp = await get_json(f"{hub.api}/api/v1/departments/amr/checkpoint")
@@ -334,6 +336,19 @@ def test_cli_hub_lifecycle(tmp_path):
     listing = json.loads(cx("hub", "depts", "--format", "json", "--config", cfg).stdout)
     assert [k["state"] for k in listing[0]["keys"]] == ["revoked", "active"]
     assert cx("hub", "keys", "revoke", "0" * 32, "--config", cfg).returncode == 2
+
+    # nodes: add-dept enrolled amr-1 (what `cx node init` calls a department's first node); more with add-node
+    assert listing[0]["nodes"] == ["amr-1"]
+    added = cx("hub", "add-node", "amr", "amr-fep-02", "--config", cfg)
+    assert added.returncode == 0 and "enrolled" in added.stdout and "cx hub provision" in added.stdout
+    assert "already enrolled" in cx("hub", "add-node", "amr", "amr-fep-02", "--config", cfg).stdout
+    assert cx("hub", "add-node", "amr", "bad node", "--config", cfg).returncode == 2
+    assert cx("hub", "add-node", "tax", "tax-1", "--config", cfg).returncode == 2  # no such department
+    listing = json.loads(cx("hub", "depts", "--format", "json", "--config", cfg).stdout)
+    assert listing[0]["nodes"] == ["amr-1", "amr-fep-02"]
+    assert "amr-fep-02" in cx("hub", "depts", "--config", cfg).stdout
+    unit = cx("hub", "install-service", "--config", cfg, "--print")
+    assert unit.returncode == 0 and f"hub run --config {(hubdir / 'hub.toml').resolve()}" in unit.stdout
 
 
 async def test_backup_and_move_from_sqlite_to_postgresql(hub_factory, tmp_path):

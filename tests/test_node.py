@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from cx import transport
+from cx.handover import Handover
 from cx.hub.store import heartbeats, ledger_nodes, record_versions, records
 from cx.node.config import NodeConfig
 from cx.protocol.keys import PublicKey, SigningKey
@@ -132,7 +133,7 @@ def test_sql_source_rows_arrive_exactly_once(hub_factory, sql_source, tmp_path):
     assert "valid 合格 360" in check.stdout and "code_table" in check.stdout and "table xzcf id=10" in check.stdout
     assert list((node.dir / "reports").glob("rejections-*.xlsx"))
     done = node.once()
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 4, done.stderr[-3000:]
     held = hub_records(hub, "amr")
     assert set(held) == {f"amr-penalty-{i}" for i in range(1, 401) if i % 10}
     assert all(r["versions"] == 1 for r in held.values())
@@ -141,12 +142,12 @@ def test_sql_source_rows_arrive_exactly_once(hub_factory, sql_source, tmp_path):
     rejections = json.loads(node.cx("rejections", "--format", "json").stdout)
     assert {r["locator"] for r in rejections} == {f"table xzcf id={i}" for i in range(10, 401, 10)}
     # a second run sends nothing; a fixed row and a changed row go as new versions
-    assert node.once().returncode == 0
+    assert node.once().returncode == 4
     with engine.begin() as conn:
         conn.execute(xzcf.update().where(xzcf.c.id == 10).values(cflb="01", updated_at=sa.func.now()))
         conn.execute(xzcf.update().where(xzcf.c.id == 11).values(fkje="2.00", updated_at=sa.func.now()))
     engine.dispose()
-    assert node.once().returncode == 0
+    assert node.once().returncode == 4
     held = hub_records(hub, "amr")
     assert held["amr-penalty-10"]["versions"] == 1 and held["amr-penalty-11"]["versions"] == 2
     assert len(held) == 361
@@ -166,8 +167,11 @@ def hub_data(hub: Hub, dept: str) -> dict[str, dict]:
     return {rid: json.loads(bytes(line))["data"] for rid, line in found}
 
 
-def delivered(done) -> None:
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+REJECTED_HERE = 4  # `--once`: delivered, but rows were rejected at the department
+
+
+def delivered(done, status: int = 0) -> None:
+    assert done.returncode == status, (done.stdout + done.stderr)[-3000:]
 
 
 # -- drop folder: GBK CSV and XLSX ------------------------------------------------------------------
@@ -258,7 +262,7 @@ def test_drop_folder_gbk_csv_and_xlsx(hub_factory, tmp_path):
     ])
     (drop / "抽查损坏.xlsx").write_bytes(b"PK\x03\x04 this is not a workbook" * 10)
 
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     held = hub_data(hub, "amr")
     assert set(held) == {f"amr-cf-{i}" for i in range(1, 31) if i != 7} | {"amr-cc-1001", "amr-cc-1002"}
     assert held["amr-cf-3"]["subject_name"] == "洛阳市测试3商贸有限公司"
@@ -283,7 +287,7 @@ def test_drop_folder_gbk_csv_and_xlsx(hub_factory, tmp_path):
 
     # a second run takes nothing twice, even when the same file is dropped again
     (drop / "处罚决定2026.csv").write_bytes((drop / "processed" / "处罚决定2026.csv").read_bytes())
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     assert not (drop / "处罚决定2026.csv").exists()
     reports = [p.read_text("utf-8") for p in drop.glob("*/处罚决定2026*.csv.report.txt")]
     assert len(reports) == 2 and any("already taken earlier" in r for r in reports)
@@ -328,14 +332,14 @@ def test_snapshot_mode_retracts_deleted_rows(hub_factory, tmp_path):
     engine = fill(url, [penalty_row(i, invalid=i in (9, 10)) for i in range(1, 41)])
     node = make_node(hub, "amr", tmp_path / "node", sources(url) + PENALTY_STREAM.format(mode="", dept="amr"),
                      delivery="chunk_rows = 15")
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     assert set(hub_records(hub, "amr")) == {f"amr-penalty-{i}" for i in range(1, 41) if i not in (9, 10)}
 
     with engine.begin() as conn:
         conn.execute(xzcf.delete().where(xzcf.c.id.in_([1, 2, 3, 10, 40])))  # 10 was never valid
         conn.execute(xzcf.update().where(xzcf.c.id.in_([4, 5])).values(wfss="经复核，发布虚假广告"))
     engine.dispose()
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     held = hub_records(hub, "amr")
     assert "amr-penalty-10" not in held and "amr-penalty-9" not in held
     for i in (1, 2, 3, 40):
@@ -349,11 +353,11 @@ def test_snapshot_mode_retracts_deleted_rows(hub_factory, tmp_path):
     assert outbox["delivered"] == 44 and outbox.get("rejected", 0) == 0 and outbox.get("duplicate", 0) == 0
 
     # a pass over an unchanged table sends nothing; a deleted row that comes back is a new version
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     assert node.status()["outbox"]["delivered"] == 44
     engine = fill(url, [penalty_row(1)])
     engine.dispose()
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     held = hub_records(hub, "amr")
     assert held["amr-penalty-1"]["status"] == "active" and held["amr-penalty-1"]["versions"] == 3
 
@@ -395,7 +399,7 @@ def test_invalid_rows_are_reported_locally_and_never_sent(hub_factory, tmp_path)
         if rule:
             assert by_row[f"table xzcf id={i}"]["规则 rule"] == rule
 
-    delivered(node.once())
+    delivered(node.once(), REJECTED_HERE)
     held = hub_records(hub, "amr")
     assert set(held) == {f"amr-penalty-{i}" for i in range(1, 21) if i not in broken}
     # not rejected by the hub either: they never left the node
@@ -708,7 +712,8 @@ def test_init_then_unreachable_broker_keeps_records(tmp_path):
     assert done.returncode == 0, done.stderr
     key = SigningKey.load(folder / "keys" / "x.key")
     assert key.key_id in done.stdout and "cx hub add-dept x" in done.stdout
-    assert str(folder / "secrets" / "broker.amqp") in done.stdout and "cx node check" in done.stdout
+    assert str(folder / "secrets" / "handover.toml") in done.stdout and "cx node check" in done.stdout
+    assert "--node x-1" in done.stdout and "node id" in done.stdout
     assert stat.S_IMODE((folder / "keys" / "x.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((folder / "secrets").stat().st_mode) == 0o700
     assert PublicKey.load(folder / "keys" / "x.pub").key_id == key.key_id
@@ -722,8 +727,9 @@ def test_init_then_unreachable_broker_keeps_records(tmp_path):
     assert cx("node", "init", "--dept", "Bad Dept", "--dir", str(tmp_path / "y")).returncode == 2
 
     # filled in as the printed steps say, but the broker address in the handover file is wrong
-    SigningKey.generate().save(tmp_path / "hub.key", folder / "keys" / "hub.pub")
-    (folder / "secrets" / "broker.amqp").write_text("amqp://cx-dept-x:Pw-n0t-sh0wn@127.0.0.1:1/credit-exchange\n")
+    (folder / "secrets" / "handover.toml").write_text(Handover(
+        "amqp://cx-dept-x:Pw-n0t-sh0wn@127.0.0.1:1/credit-exchange", "cx-dept-x", "credit-exchange", "x", "x-1",
+        "cx.receipts.x.x-1", "", SigningKey.generate().public).to_toml())
     url = f"sqlite:///{tmp_path / 'source.db'}"
     fill(url, [penalty_row(i) for i in range(1, 13)]).dispose()
     text = (folder / "node.toml").read_text().replace('listen = "127.0.0.1:8471"', f'listen = "127.0.0.1:{free_port()}"')
@@ -741,7 +747,7 @@ def test_init_then_unreachable_broker_keeps_records(tmp_path):
 def test_failed_connect_leaves_no_connection_open(hub_factory, tmp_path):
     """A broker that takes the login but not the receipts queue: each retry closes the connection it opened."""
     hub: Hub = hub_factory(["amr"])
-    management("DELETE", "queues", hub.topology.vhost, hub.topology.receipts_queue("amr"))
+    management("DELETE", "queues", hub.topology.vhost, hub.topology.receipts_queue("amr", "amr-1"))
     node = make_node(hub, "amr", tmp_path / "node", "", delivery="retry_min_seconds = 0.2\nretry_max_seconds = 0.5")
     node.start()
     try:

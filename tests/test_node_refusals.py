@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import aio_pika
@@ -14,12 +13,11 @@ import sqlalchemy as sa
 
 from cx import transport
 from cx.hub import registry
-from cx.node.config import NodeConfig
 from cx.hub.store import heartbeats, record_versions
 from cx.protocol.envelope import format_time
 from cx.protocol.keys import SigningKey, generate_key_files
 from cx.protocol.receipts import Refusal
-from support import Hub, hub_records, make_node, run_sync
+from support import Hub, healthz, hub_records, make_node, run_sync
 from test_hub import quarantined
 from test_node import PENALTY_STREAM, fill, outbox_rows, penalty_row, sent_batches, sources, wait_until
 
@@ -105,9 +103,9 @@ def test_a_refusal_the_node_cannot_fix_is_visible_everywhere_until_retried(hub_f
     node.start()  # resends after its receipt timeout (10 s); the hub refuses: merkle_root_mismatch
     try:
         wait_until(lambda: node.status()["outbox"].get("refused", 0) == ROWS, 60, "the refusal")
-        with urllib.request.urlopen(f"http://{_listen(node)}/healthz", timeout=5) as resp:
-            health = json.loads(resp.read())
-        assert health["status"] == "degraded"
+        code, health = healthz(node)
+        assert code == 503 and health["status"] == "degraded"
+        assert any(p["kind"] == "batch_refused" for p in health["problems"])
         assert [b["batch_id"] for b in health["refused"]] == [batch_id]
         assert health["refused"][0]["reason"].startswith("merkle_root_mismatch")
 
@@ -145,7 +143,7 @@ def test_a_refusal_the_node_cannot_fix_is_visible_everywhere_until_retried(hub_f
     status = node.status()
     assert status["outbox"]["delivered"] == ROWS and status["refused"] == []
     assert status["outbox"]["rejections_open"] == 0
-    assert node.cx("retry").stdout.startswith("no refused batches")
+    assert node.cx("retry").stdout.startswith("nothing to retry")
 
 
 def test_refusals_that_do_not_fit_the_batch_are_alerts_not_actions(hub_factory, tmp_path):
@@ -183,10 +181,6 @@ async def _publish_refusals(hub: Hub, bodies: list[bytes]) -> None:
     finally:
         await conn.close()
 
-
-def _listen(node) -> str:
-    host, port = NodeConfig.load(node.config).listen()
-    return f"{host}:{port}"
 
 
 

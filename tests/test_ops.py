@@ -23,6 +23,7 @@ import aiormq
 import pytest
 
 from cx import transport
+from cx.handover import Handover
 from cx.hub.config import HubConfig
 from cx.node.config import NodeConfig
 from cx.node.delivery import transport_ssl
@@ -293,7 +294,7 @@ def deployment(private_broker: PrivateBroker, tmp_path_factory: pytest.TempPathF
         "CX_BROKER_PUBLIC_URL": f"amqps://localhost:{port}/?auth=external",  # what departments get
         "SSL_CERT_FILE": str(certs / "ca.pem"),  # how the hub trusts the management API's certificate
     })
-    return Deployment(HubConfig.load(config), base / "hub" / "handover" / "amr.amqp", base)
+    return Deployment(HubConfig.load(config), base / "hub" / "handover" / "amr" / "amr-1.toml", base)
 
 
 async def wait_get(queue: object, seconds: float = 10) -> object:
@@ -332,7 +333,7 @@ async def test_department_and_hub_exchange_messages_by_certificate(private_broke
                                                                    deployment: Deployment) -> None:
     """The node with the hub's handover file and its certificate, the hub with its URL: both EXTERNAL."""
     hub_cfg, topology = deployment.hub, deployment.hub.topology
-    handover = deployment.handover.read_text().strip()
+    handover = Handover.load(deployment.handover).broker_url
     assert handover.startswith("amqps://cx-dept-amr:") and handover.endswith("?auth=external")
     node_cfg = node_config(deployment, private_broker, f'url_file = "{deployment.handover}"')
     node = await asyncio.wait_for(transport.connect(node_cfg.amqp_url(), ssl_context=transport_ssl(node_cfg),
@@ -357,10 +358,11 @@ async def test_department_and_hub_exchange_messages_by_certificate(private_broke
         batch = await wait_get(await hub_channel.get_queue(topology.ingest_queue, ensure=False))
         assert (batch.body, batch.user_id, batch.message_id) == (body, user, "b-1")
         receipts = await hub_channel.get_exchange(topology.receipts_exchange, ensure=False)
-        await transport.publish(receipts, "amr", b'{"receipt":"b-1"}\n', message_type=transport.RECEIPT,
+        await transport.publish(receipts, topology.receipts_key("amr", "amr-1"), b'{"receipt":"b-1"}\n',
+                                message_type=transport.RECEIPT,
                                 message_id="b-1", timeout=10)
         await batch.ack()
-        receipt = await wait_get(await node_channel.get_queue(topology.receipts_queue("amr"), ensure=False))
+        receipt = await wait_get(await node_channel.get_queue(node_cfg.handover().receipts_queue, ensure=False))
         assert receipt.body == b'{"receipt":"b-1"}\n'
         await receipt.ack()
 
@@ -411,7 +413,7 @@ async def test_unknown_certificate_user_and_password_login_are_refused(private_b
         connection = await asyncio.wait_for(transport.connect(url, ssl_context=private_broker.context("tax")), 20)
         await connection.close()
     # PLAIN is not offered at all, even with the right password and a valid certificate
-    password = deployment.handover.read_text().split("://", 1)[1].split("@")[0].split(":", 1)[1]
+    password = Handover.load(deployment.handover).broker_url.split("://", 1)[1].split("@")[0].split(":", 1)[1]
     plain = f"amqps://cx-dept-amr:{password}@localhost:{private_broker.tls_port}/{vhost}?auth=plain"
     with pytest.raises(aiormq.exceptions.AuthenticationError):
         connection = await asyncio.wait_for(transport.connect(plain, ssl_context=private_broker.context("amr")), 20)
@@ -749,7 +751,7 @@ UNITS = {"cx-hub.service": "hub", "cx-node.service": "node"}
 
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_systemd_unit(unit: str, tmp_path: Path) -> None:
-    text = (OPS / "systemd" / unit).read_text()
+    text = (ROOT / "node" / "systemd" / unit).read_text()  # shipped inside the package
     parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
     parser.optionxform = str
     parser.read_string(text)

@@ -449,7 +449,8 @@ def test_record_types_constants_and_limits_are_documented(doc):
         assert f"| `{record_type}` | {schema.title} | `{schema.event_date}` | {schema.limit_days} |" in doc
     t = transport.Topology()
     for name in (t.vhost, t.records_exchange, t.ingest_queue, t.dead_letter_exchange, t.quarantine_queue,
-                 t.receipts_exchange, t.receipts_queue("<dept>"), t.hub_user, t.dept_user("<dept>"),
+                 t.receipts_exchange, t.receipts_queue("<dept>", "<node>"), t.receipts_key("<dept>", "<node>"),
+                 t.hub_user, t.dept_user("<dept>"),
                  t.routing_key("<dept>", "<record type>"), t.routing_key("<dept>", "heartbeat"),
                  transport.BATCH, transport.HEARTBEAT, transport.RECEIPT, transport.REFUSAL,
                  receipts.CHECKPOINT_FORMAT, receipts.RECEIPT_FORMAT, receipts.REFUSAL_FORMAT, bundle.BUNDLE_FORMAT,

@@ -347,7 +347,8 @@ def render(v: dict[str, Any]) -> str:
     add(f"\nheader hash 3 = `{v['header_hash_3']}`; SHA-256 of the whole message (every byte above, each line "
         f"ending in LF) = `{v['body_hash_3']}`.\n")
     add("The hub quarantines it as `key_revoked` and, because the department's broker user published it, "
-        "publishes this refusal to `cx.receipts` with routing key `amr` and AMQP type `cx.refusal/1`:\n")
+        "publishes this refusal to `cx.receipts` with routing key `amr.amr-fep-01` (the node the header names) "
+        "and AMQP type `cx.refusal/1`:\n")
     add(_block(v["refusal"], "text"))
     add(f"\nrefusal signature (hub key, over the body line's bytes): `{v['refusal_sig']}`. A node checks it like a "
         "receipt's, finds its batch by `batch_id`, checks that `body_hash` is the SHA-256 of what it sent, and, "

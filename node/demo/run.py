@@ -211,7 +211,7 @@ class Demo:
         keys = self.ensure_keys()
         sources = self.ensure_sources()
         cfg = self.ensure_hub(keys)
-        changes = asyncio.run(provision_hub(cfg, list(DEPARTMENTS)))
+        changes = asyncio.run(provision_hub(cfg, {dept: [f"{dept}-1"] for dept in DEPARTMENTS}))
         say(f"broker: vhost {self.topology.vhost} provisioned ({len(changes)} change(s))")
         for dept in DEPARTMENTS:
             self.write_node(dept, sources, cfg)
@@ -305,7 +305,8 @@ obligations = "obligations.toml"
         enrolled = {x["dept"]: {k["key_id"] for k in x["keys"]} for x in registry.list_departments(store)}
         for dept, (name, region) in DEPARTMENTS.items():
             if dept not in enrolled:
-                registry.add_department(store, dept, name, region)
+                registry.add_department(store, dept, name, region, node_ids=(f"{dept}-1",))
+            registry.add_node(store, dept, f"{dept}-1")  # a demo state from before nodes were enrolled
             if keys[dept].key_id not in enrolled.get(dept, set()):
                 registry.add_key(store, dept, PublicKey.from_raw(keys[dept].public.raw))
         self.logins = self.ensure_accounts(store, cfg)
@@ -339,24 +340,19 @@ obligations = "obligations.toml"
         d = self.state / "nodes" / dept
         (d / "secrets").mkdir(parents=True, exist_ok=True)
         os.chmod(d / "secrets", 0o700)
-        handover = cfg.handover_dir / f"{dept}.amqp"
-        shutil.copy(handover, d / "secrets" / "broker.amqp")
-        os.chmod(d / "secrets" / "broker.amqp", 0o600)
+        shutil.copy(cfg.handover_dir / dept / f"{dept}-1.toml", d / "secrets" / "handover.toml")
+        os.chmod(d / "secrets" / "handover.toml", 0o600)
         port = self.args.port + 1 + list(DEPARTMENTS).index(dept)
         header = f"""# written by the demo (python -m cx.demo); a real node starts with `cx node init`
 [node]
 dept = "{dept}"
 node_id = "{dept}-1"
 signing_key = "{self.keys / (dept + '.key')}"
-hub_public_key = "{self.keys / 'hub.pub'}"
-[broker]
-vhost = "{self.topology.vhost}"
-user_prefix = "{self.topology.user_prefix}"
+handover = "secrets/handover.toml"  # from the hub: broker, vhost, receipts queue, hub API and hub key
 [delivery]
 poll_seconds = {3 if dept != 'fda' else 20}
 linger_seconds = 1
 heartbeat_seconds = 10
-hub_api = "http://127.0.0.1:{self.args.port}"
 [http]
 listen = "127.0.0.1:{port}"
 """

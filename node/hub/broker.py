@@ -19,6 +19,10 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from ..handover import Handover
+from ..protocol.envelope import NODE_ID
+from ..protocol.errors import ProtocolError
+from ..protocol.keys import PublicKey, SigningKey
 from ..transport import Topology, amqp_url
 from .config import HubConfig
 
@@ -289,6 +293,25 @@ def handover_url(topology: Topology, dept: str, credentials: CredentialStore, br
     return amqp_url(broker_url, user, credentials.password(user), topology.vhost)
 
 
+@dataclass(frozen=True)
+class HandoverPlace:
+    """Where handover files go and what they tell a node besides its credentials."""
+
+    folder: Path
+    broker_url: str = "amqp://127.0.0.1:5672/"  # what departments connect to
+    hub_api: str = ""  # the hub's API as departments reach it
+    hub_key: PublicKey | None = None
+
+    def path(self, dept: str, node: str) -> Path:
+        return self.folder / dept / f"{node}.toml"
+
+    def handover(self, topology: Topology, dept: str, node: str, credentials: CredentialStore) -> Handover:
+        return Handover(broker_url=handover_url(topology, dept, credentials, self.broker_url),
+                        broker_user=topology.dept_user(dept), vhost=topology.vhost, dept=dept, node_id=node,
+                        receipts_queue=topology.receipts_queue(dept, node), hub_api=self.hub_api,
+                        hub_key=self.hub_key)
+
+
 # ---------------------------------------------------------------------------------------------
 # what the hub wants in its vhost
 
@@ -368,9 +391,22 @@ def check_depts(depts: Iterable[str]) -> list[str]:
     return result
 
 
-def layout(topology: Topology, depts: Iterable[str], *, delivery_limit: int = 20) -> BrokerLayout:
+def check_nodes(depts: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Departments and their nodes, checked: department codes as `check_depts`, node ids as the protocol's."""
+    out = {}
+    for dept in check_depts(depts):
+        nodes = list(dict.fromkeys(depts[dept]))
+        bad = [n for n in nodes if not NODE_ID.match(n)]
+        if bad:
+            raise BrokerError(f"node id(s) {bad} of department {dept!r} cannot be used on the broker 节点标识无效")
+        out[dept] = nodes
+    return out
+
+
+def layout(topology: Topology, depts: Mapping[str, Iterable[str]], *, delivery_limit: int = 20) -> BrokerLayout:
+    """What the broker holds for these departments, each with its nodes (dept -> node ids)."""
     t = topology
-    depts = check_depts(depts)
+    nodes = check_nodes(depts)
     if isinstance(delivery_limit, bool) or not isinstance(delivery_limit, int) or delivery_limit < 1:
         raise BrokerError(f"delivery_limit must be a whole number of at least 1, not {delivery_limit!r} 投递次数上限无效")
     quorum = {"x-queue-type": "quorum"}
@@ -383,17 +419,23 @@ def layout(topology: Topology, depts: Iterable[str], *, delivery_limit: int = 20
     }
     users = [UserSpec(t.hub_user, Permission(_NOTHING, _only(t.receipts_exchange),
                                              _only(t.ingest_queue, t.quarantine_queue)))]
-    users += [UserSpec(t.dept_user(d), Permission(_NOTHING, _only(t.records_exchange), _only(t.receipts_queue(d))),
-                       TopicPermission(t.records_exchange, f"^{re.escape(d)}\\.", _NOTHING)) for d in depts]
+    # a department's user reads the receipts queues of its own nodes, whichever are enrolled now or later
+    users += [UserSpec(t.dept_user(d), Permission(_NOTHING, _only(t.records_exchange),
+                                                  f"^{re.escape(t.receipts_queue(d, ''))}"),
+                       TopicPermission(t.records_exchange, f"^{re.escape(d)}\\.", _NOTHING)) for d in nodes]
+    receipts = [(d, n, t.receipts_queue(d, n)) for d, ns in nodes.items() for n in ns]
     return BrokerLayout(
         vhost=t.vhost,
         exchanges=(ExchangeSpec(t.records_exchange, "topic"), ExchangeSpec(t.dead_letter_exchange, "fanout"),
                    ExchangeSpec(t.receipts_exchange, "direct")),
         queues=(QueueSpec(t.ingest_queue, ingest_arguments), QueueSpec(t.quarantine_queue, quorum),
-                *(QueueSpec(t.receipts_queue(d), quorum) for d in depts)),
+                *(QueueSpec(q, quorum) for _, _, q in receipts)),
+        # a node's queue gets what is routed to that node, and what is for every node of its department
+        # (a refusal of a batch whose header named no node the hub could read)
         bindings=(BindingSpec(t.records_exchange, t.ingest_queue, "#"),
                   BindingSpec(t.dead_letter_exchange, t.quarantine_queue, ""),
-                  *(BindingSpec(t.receipts_exchange, t.receipts_queue(d), d) for d in depts)),
+                  *(BindingSpec(t.receipts_exchange, q, key) for d, n, q in receipts
+                    for key in (t.receipts_key(d, n), t.receipts_key(d)))),
         users=tuple(users),
     )
 
@@ -402,17 +444,18 @@ def layout(topology: Topology, depts: Iterable[str], *, delivery_limit: int = 20
 # applying it
 
 
-async def provision(api: ManagementAPI, topology: Topology, depts: Iterable[str], credentials: CredentialStore, *,
-                    delivery_limit: int = 20, handover_dir: str | Path | None = None,
-                    broker_url: str = "amqp://127.0.0.1:5672/") -> list[str]:
-    """Make the broker match the layout, changing only what differs; return what was changed.
+async def provision(api: ManagementAPI, topology: Topology, depts: Mapping[str, Iterable[str]],
+                    credentials: CredentialStore, *, delivery_limit: int = 20,
+                    handover: HandoverPlace | None = None) -> list[str]:
+    """Make the broker match the layout for these departments and their nodes, changing only what differs;
+    return what was changed.
 
-    Handover files (`<handover_dir>/<dept>.amqp`, mode 0600) get `broker_url` with the department's
-    credentials and the vhost. Raises TopologyMismatch, before changing any exchange, queue or user,
-    when one exists with settings the broker cannot change in place.
+    Each node gets a handover file (`HandoverPlace.path`, mode 0600) with its department's credentials.
+    Raises TopologyMismatch, before changing any exchange, queue or user, when one exists with settings
+    the broker cannot change in place.
     """
-    depts = check_depts(depts)
-    want = layout(topology, depts, delivery_limit=delivery_limit)
+    nodes = check_nodes(depts)
+    want = layout(topology, nodes, delivery_limit=delivery_limit)
     vhost = want.vhost
     changes: list[str] = []
 
@@ -446,24 +489,49 @@ async def provision(api: ManagementAPI, topology: Topology, depts: Iterable[str]
             changes.append(f"created quorum queue {q.name!r}")
     for q in want.queues:
         changes += await _reconcile_bindings(api, vhost, q.name, [b for b in want.bindings if b.queue == q.name])
+    for dept in nodes:  # the one queue per department of earlier versions gets nothing any more
+        changes += await _retire_department_queue(api, vhost, topology, dept)
     for user in want.users:
         changes += await _reconcile_user(api, vhost, user, credentials)
 
-    if handover_dir is not None:
-        for dept in depts:
-            path = Path(handover_dir) / f"{dept}.amqp"
-            if _write_private_if_changed(path, handover_url(topology, dept, credentials, broker_url) + "\n"):
-                changes.append(f"wrote handover file {path} for department {dept!r}")
+    if handover is not None:
+        for dept, dept_nodes in nodes.items():
+            for node in dept_nodes:
+                path = handover.path(dept, node)
+                text = handover.handover(topology, dept, node, credentials).to_toml()
+                if _write_private_if_changed(path, text):
+                    changes.append(f"wrote handover file {path} for node {node!r} of department {dept!r}")
     return changes
 
 
-async def provision_hub(cfg: HubConfig, depts: Iterable[str]) -> list[str]:
+async def provision_hub(cfg: HubConfig, depts: Mapping[str, Iterable[str]]) -> list[str]:
     """`provision` with everything taken from hub.toml: management API, secrets, handover folder, URLs."""
     broker = cfg.broker
     async with ManagementAPI(broker.management_url, broker.management_user, cfg.management_password()) as api:
         return await provision(api, cfg.topology, depts, CredentialStore.for_hub(cfg),
-                               delivery_limit=broker.delivery_limit, handover_dir=cfg.handover_dir,
-                               broker_url=broker.public_url or broker.url)
+                               delivery_limit=broker.delivery_limit, handover=handover_place(cfg))
+
+
+def handover_place(cfg: HubConfig) -> HandoverPlace:
+    try:
+        hub_key = SigningKey.load(cfg.hub.signing_key).public
+    except (OSError, ProtocolError):
+        hub_key = None  # the node then needs keys/hub.pub from the operator, as before
+    return HandoverPlace(cfg.handover_dir, cfg.broker.public_url or cfg.broker.url, cfg.public_api_url(), hub_key)
+
+
+async def _retire_department_queue(api: ManagementAPI, vhost: str, topology: Topology, dept: str) -> list[str]:
+    """Unbind the single `cx.receipts.<dept>` queue of earlier versions; say whether it still holds messages."""
+    legacy = f"cx.receipts.{dept}"
+    if await api.get_queue(vhost, legacy) is None:
+        return []
+    changes = []
+    for b in await api.queue_bindings(vhost, legacy):
+        if b["source"]:
+            await api.unbind(vhost, b["source"], legacy, b["properties_key"])
+            changes.append(f"unbound {legacy!r} (routing key {b['routing_key']!r}): receipts now go to a queue "
+                           f"per node; delete {legacy!r} once its node has read what it holds")
+    return changes
 
 
 def _tags(tags: Any) -> list[str]:
@@ -574,7 +642,7 @@ async def _reconcile_user(api: ManagementAPI, vhost: str, spec: UserSpec, creden
 # the same as a definitions document
 
 
-def definitions(topology: Topology, depts: Iterable[str], credentials: CredentialStore, *,
+def definitions(topology: Topology, depts: Mapping[str, Iterable[str]], credentials: CredentialStore, *,
                 delivery_limit: int = 20) -> dict[str, Any]:
     """The layout as a RabbitMQ definitions document, for brokers that load definitions at start.
 
@@ -600,7 +668,7 @@ def definitions(topology: Topology, depts: Iterable[str], credentials: Credentia
     }
 
 
-def write_definitions(path: str | Path, topology: Topology, depts: Iterable[str], credentials: CredentialStore, *,
+def write_definitions(path: str | Path, topology: Topology, depts: Mapping[str, Iterable[str]], credentials: CredentialStore, *,
                       delivery_limit: int = 20) -> Path:
     """Write `definitions()` as JSON, mode 0600 (it holds password hashes)."""
     path = Path(path)

@@ -16,6 +16,7 @@ from ..config import ConfigError, UsageError, print_json
 from ..protocol.envelope import format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey, SigningKey
+from ..transport import redact as transport_redacted
 from .config import HubConfig
 
 HUB_TOML = """\
@@ -44,6 +45,7 @@ prefetch = 8
 
 [api]
 listen = "{listen}"
+# public_url = "https://exchange.example.gov.cn/"   # the API as departments reach it (handover files); default http://<listen>
 # metrics_listen = "127.0.0.1:9470"  # serve /metrics only there (and not beside the API)
 
 [console]
@@ -108,7 +110,16 @@ def register(commands: Any) -> None:
     add.add_argument("--public-key", required=True, type=Path, help="the department's public key (PEM)")
     add.add_argument("--valid-from", help="UTC time the key becomes valid (default: no lower bound)")
     add.add_argument("--valid-to", help="UTC time the key stops being valid (default: until revoked)")
+    add.add_argument("--node", action="append", dest="nodes", metavar="NODE_ID",
+                     help="a node the department runs, as its `cx node init` printed it (repeatable; default "
+                          "<dept>-1); more later with `cx hub add-node`")
     add.set_defaults(run=run_add_dept)
+
+    add_node = sub.add_parser("add-node", help="enrol one more node of a department 登记前置机")
+    _config_arg(add_node)
+    add_node.add_argument("dept", help="department id, e.g. amr")
+    add_node.add_argument("node", help="the node's id, as its node.toml [node] node_id says, e.g. amr-2")
+    add_node.set_defaults(run=run_add_node)
 
     depts = sub.add_parser("depts", help="list departments and their keys")
     _config_arg(depts)
@@ -151,6 +162,13 @@ def register(commands: Any) -> None:
     copy.add_argument("--to", required=True, help="SQLAlchemy URL of the new store, e.g. "
                                                   "postgresql+psycopg://cx@127.0.0.1/cx")
     copy.set_defaults(run=run_copy_store)
+
+    service = sub.add_parser("install-service", help="write the systemd unit for this hub 安装系统服务")
+    _config_arg(service)
+    service.add_argument("--user", default="cx", help="the system user the hub runs as (default cx)")
+    service.add_argument("--unit-dir", type=Path, default=Path("/etc/systemd/system"))
+    service.add_argument("--print", action="store_true", dest="print_only", help="print the unit instead")
+    service.set_defaults(run=run_install_service)
 
     from .compliance_cli import register_hub
 
@@ -269,22 +287,35 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"  console 控制台:      http://{args.listen}/  first operator 首个管理员: {FIRST_OPERATOR} / {password}")
         print("                      (a one-time password: it must be changed at the first log-in 首次登录须修改)")
     print("next 下一步:")
-    print(f"  cx hub add-dept ID --name 名称 --region 410300 --public-key ID.pub --config {config_path}")
+    print(f"  cx hub add-dept ID --name 名称 --region 410300 --public-key ID.pub --node NODE_ID --config {config_path}")
     print(f"  cx hub provision --config {config_path}")
     print(f"  cx hub run --config {config_path}")
     return 0
 
 
 def run_add_dept(args: argparse.Namespace) -> int:
-    from .registry import add_department
+    from .registry import add_department, default_node
 
     cfg = HubConfig.load(args.config)
     key = _public_key(args.public_key)
+    nodes = tuple(args.nodes or [default_node(args.dept)])
     with opened_store(cfg) as store:
         add_department(store, args.dept, args.name, args.region, key, _time_arg(args.valid_from),
-                       _time_arg(args.valid_to))
-    print(f"department {args.dept} ({args.name}, {args.region}) enrolled with key {key.key_id} 已登记")
-    print(f"next: cx hub provision --config {args.config}  (creates its broker user and receipts queue)")
+                       _time_arg(args.valid_to), node_ids=nodes)
+    print(f"department {args.dept} ({args.name}, {args.region}) enrolled with key {key.key_id} and node(s) "
+          f"{', '.join(nodes)} 已登记")
+    print(f"next: cx hub provision --config {args.config}  (its broker user, a receipts queue and a handover file "
+          "per node)")
+    return 0
+
+
+def run_add_node(args: argparse.Namespace) -> int:
+    from .registry import add_node
+
+    with opened_store(HubConfig.load(args.config)) as store:
+        added = add_node(store, args.dept, args.node)
+    print(f"node {args.node} of {args.dept} " + ("enrolled 已登记" if added else "was already enrolled 已登记过"))
+    print(f"next: cx hub provision --config {args.config}  (its receipts queue and its handover file)")
     return 0
 
 
@@ -300,6 +331,7 @@ def run_depts(args: argparse.Namespace) -> int:
         print("no departments yet 尚无部门; add one with `cx hub add-dept`")
     for d in depts:
         print(f"{d['dept']:<16} {d['name']} ({d['region']})  ledger {d['ledger_size']} records")
+        print(f"    nodes 前置机: {', '.join(d['nodes']) or 'none enrolled 尚无 (cx hub add-node)'}")
         for k in d["keys"]:
             until = k["revoked_at"] and f"revoked {k['revoked_at']}" or (k["valid_to"] and f"until {k['valid_to']}") or ""
             print(f"    key {k['key_id']}  {k['state']}  {until}")
@@ -331,12 +363,12 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 
 def run_provision(args: argparse.Namespace) -> int:
-    from .broker import BrokerError, CredentialStore, provision_hub, write_definitions
-    from .registry import list_departments
+    from .broker import BrokerError, CredentialStore, handover_place, provision_hub, write_definitions
+    from .registry import department_nodes
 
     cfg = HubConfig.load(args.config)
     with opened_store(cfg) as store:
-        depts = [d["dept"] for d in list_departments(store)]
+        depts = department_nodes(store)
     try:
         changes = asyncio.run(provision_hub(cfg, depts))
     except BrokerError as exc:
@@ -344,7 +376,16 @@ def run_provision(args: argparse.Namespace) -> int:
     for change in changes:
         print(f"  {change}")
     print(f"{len(changes)} change(s) 项变更" if changes else "nothing to change; the broker is up to date 无需变更")
-    print(f"vhost {cfg.broker.vhost}: {len(depts)} department(s); handover files in {cfg.handover_dir}")
+    place = handover_place(cfg)
+    print(f"vhost {cfg.broker.vhost}: {len(depts)} department(s), {sum(map(len, depts.values()))} node(s)")
+    print("handover files 交接文件 (give each to its department's IT; they save it as secrets/handover.toml):")
+    for dept, nodes in depts.items():
+        for node in nodes:
+            print(f"  {place.path(dept, node)}")
+        if not nodes:
+            print(f"  {dept}: no node enrolled 尚无前置机 — cx hub add-node {dept} NODE_ID")
+    print(f"they carry the broker address {transport_redacted(place.broker_url)}, the hub API {place.hub_api} and the "
+          f"hub key {place.hub_key.key_id if place.hub_key else '(missing: the hub signing key cannot be read)'}")
     if args.definitions:
         path = write_definitions(args.definitions / "definitions.json", cfg.topology, depts,
                                  CredentialStore.for_hub(cfg), delivery_limit=cfg.broker.delivery_limit)
@@ -397,6 +438,16 @@ def run_copy_store(args: argparse.Namespace) -> int:
     print(f"copied {sum(copied.values()):,} rows in {len(copied)} tables 复制完成")
     print(f"now set [store] url = \"{args.to}\" in {args.config} and start the hub")
     return 0
+
+
+def run_install_service(args: argparse.Namespace) -> int:
+    from ..service_unit import install_unit
+
+    cfg = HubConfig.load(args.config)
+    prefix = "sqlite:///"
+    writable = [Path(cfg.store_url[len(prefix):]).parent] if cfg.store_url.startswith(prefix) else []
+    return install_unit("hub", args.config, user=args.user, unit_dir=args.unit_dir, print_only=args.print_only,
+                        writable=writable)
 
 
 def run_hub(args: argparse.Namespace) -> int:

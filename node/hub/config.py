@@ -42,6 +42,7 @@ class BrokerSection:
 class ApiSection:
     listen: str = "127.0.0.1:8470"
     metrics_listen: str = ""  # serve /metrics on this address only (e.g. "127.0.0.1:9470"); default: beside the API
+    public_url: str = ""  # the API as departments reach it (written into handover files); default http://<listen>
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,9 @@ class HubConfig(config.LoadedFromFile):
             raise config.ConfigError(f"{path}: the console session key must be 32 bytes 会话密钥应为32字节; "
                                      "delete it to have a new one made (everyone logs in again)")
         return key
+    def public_api_url(self) -> str:
+        """Where nodes fetch checkpoints and consistency proofs (handover files carry it)."""
+        if self.api.public_url:
+            return self.api.public_url.rstrip("/")
+        host, port = self.listen()
+        return f"http://{host}:{port}"

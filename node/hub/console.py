@@ -26,7 +26,7 @@ from markupsafe import Markup
 from pygal.style import Style
 
 from ..config import UsageError
-from ..protocol.envelope import format_time, parse_time
+from ..protocol.envelope import CHINA, china_time, format_time, parse_time
 from ..protocol.errors import ProtocolError
 from ..protocol.keys import PublicKey
 from . import accounts, i18n, queries, registry, trail
@@ -39,7 +39,6 @@ from .quarantine import ActionError, Releaser
 from .web import HUB_NAME, off_loop, thresholds
 
 log = structlog.get_logger("cx.hub.console")
-CHINA = timezone(timedelta(hours=8))
 RELEASER = web.AppKey("releaser", Releaser)
 HUB_PUBLIC = web.AppKey("hub_public_key", PublicKey)
 STATIC = web.AppKey("static_versions", dict)  # file name -> content hash
@@ -50,14 +49,7 @@ REFRESH_SECONDS = 10
 # -- template helpers -----------------------------------------------------------------------
 
 
-def local_time(stamp: str | None) -> str:
-    """UTC on the wire, Asia/Shanghai on screen."""
-    if not stamp:
-        return "—"
-    try:
-        return parse_time(stamp).astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return stamp
+local_time = china_time  # UTC on the wire, Asia/Shanghai on screen
 
 
 def age(stamp: str | None, now: str | None = None) -> str:

@@ -69,6 +69,7 @@ class Outcome:
     duplicates: int = 0
     refusal: bytes | None = None  # quarantined: the signed refusal to publish, and the department it goes to
     refuse_to: str | None = None
+    node: str | None = None  # the node the answer goes to (None: every node of the department)
 
 
 class StoreUnavailable(Exception):
@@ -219,7 +220,7 @@ class Ingestor:
     def _stored(self, batch: Batch) -> Outcome | None:
         """A batch already committed gets its stored receipt again (hub crashed before ack, or a resend)."""
         with self.store.reader.connect() as conn:
-            row = conn.execute(select(batches.c.header_hash, batches.c.receipt, batches.c.dept)
+            row = conn.execute(select(batches.c.header_hash, batches.c.receipt, batches.c.dept, batches.c.node)
                                .where(batches.c.batch_id == batch.header.batch_id)).first()
         if row is None:
             return None
@@ -227,7 +228,7 @@ class Ingestor:
             raise Quarantine(ProtocolError(Reason.BATCH_ID_REUSED,
                                            f"batch id {batch.header.batch_id} was stored with another header"), batch)
         self._event(batch.header, "redelivery", "the batch was already stored; receipt sent again")
-        return Outcome("redelivered", row.dept, batch.header.batch_id, bytes(row.receipt))
+        return Outcome("redelivered", row.dept, batch.header.batch_id, bytes(row.receipt), node=row.node)
 
     def check_records(self, batch: Batch) -> list[Checked]:
         today = self.today()
@@ -375,7 +376,7 @@ class Ingestor:
         ))
         self.metrics.ledger_size.labels(h.dept).set(appended.size)
         return Outcome("accepted", h.dept, h.batch_id, receipt_bytes, accepted=len(accepted),
-                       rejected=len(rejected), duplicates=duplicates)
+                       rejected=len(rejected), duplicates=duplicates, node=h.node)
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -405,6 +406,8 @@ class Ingestor:
         dept = batch.header.dept if batch else (_safe(msg.routing_key.split(".", 1)[0], 32) or None)
         batch_id = batch.header.batch_id if batch else None
         refuse_to = self._refusal_dept(msg)
+        # the node that sent it, when its header says so and is the publisher's; else every node of the department
+        node = batch.header.node if batch and batch.header.dept == refuse_to else None
         if msg.redelivered:  # recorded before the hub could end it (crash, lost connection): the same outcome
             with self.store.reader.connect() as conn:
                 earlier = conn.execute(select(quarantine.c.reason, quarantine.c.refusal)
@@ -413,7 +416,7 @@ class Ingestor:
             if earlier is not None:
                 log.info("redelivered message was quarantined before", reason=earlier.reason, batch_id=batch_id)
                 return Outcome("quarantined", dept, batch_id, reason=error.reason, detail=error.detail,
-                               refusal=earlier.refusal and bytes(earlier.refusal), refuse_to=refuse_to)
+                               refusal=earlier.refusal and bytes(earlier.refusal), refuse_to=refuse_to, node=node)
         zh, en = explain(error)
         refusal = None
         if refuse_to is not None:
@@ -447,7 +450,7 @@ class Ingestor:
                     batch_id=batch_id, routing_key=row["routing_key"], user_id=row["user_id"],
                     refused_to=refuse_to if refusal else None)
         return Outcome("quarantined", dept, batch_id, reason=error.reason, detail=error.detail, refusal=refusal,
-                       refuse_to=refuse_to)
+                       refuse_to=refuse_to, node=node)
 
     def _reduced_quarantine(self, row: dict[str, Any], exc: BaseException) -> None:
         """The store refused the quarantine row: keep what cannot break it, or at least say so in the log."""

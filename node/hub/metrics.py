@@ -39,3 +39,6 @@ class HubMetrics:
                                   registry=self.registry)
         self.heartbeats = Counter("cx_heartbeats", "Signed heartbeats received by department", ["dept"],
                                   registry=self.registry)
+        self.receipts_unroutable = Counter("cx_receipts_unroutable", "Receipts the broker could not route: the "
+                                           "sending node has no receipts queue (not enrolled)", ["dept"],
+                                           registry=self.registry)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from ..protocol import jsonutil
 from ..protocol.bundle import ProofBundle
-from ..protocol.envelope import b64encode, format_time, parse_time
+from ..protocol.envelope import CHINA, b64encode, format_time, parse_time
 from ..protocol.errors import ProtocolError, shown_value
 from ..protocol.merkle import MerkleTree
 from ..protocol.validation import default_registry
@@ -17,7 +17,6 @@ from . import ledger
 from .registry import list_departments
 from .store import Store, batches, departments, quarantine, record_versions, records, rows
 
-CHINA = timezone(timedelta(hours=8))  # times are UTC on the wire, Asia/Shanghai on screen
 PROVENANCE = ("authority", "authority_uscc", "entered_by", "node", "key_id", "batch_id", "source_adapter",
               "source_locator", "extracted", "sent", "received", "accepted", "ledger_index")
 

@@ -10,11 +10,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..config import UsageError
-from ..protocol.envelope import DEPT_ID, BatchHeader, parse_time, utc_now
+from ..protocol.envelope import DEPT_ID, NODE_ID, BatchHeader, parse_time, utc_now
 from ..protocol.errors import ProtocolError, Reason
 from ..protocol.keys import PublicKey
 from .ledger import TRAIL_LOG
-from .store import Store, dept_keys, departments, rows
+from .store import Store, dept_keys, departments, enrolled_nodes, nodes, rows
 
 REGION = re.compile(r"^[1-8][0-9]{5}$")
 
@@ -44,23 +44,63 @@ class KeyInfo:
         return "active"
 
 
+def default_node(dept: str) -> str:
+    """The node id `cx node init` gives a department's first node."""
+    return f"{dept}-1"
+
+
 def add_department(store: Store, dept: str, name: str, region: str, key: PublicKey | None = None,
-                   valid_from: str | None = None, valid_to: str | None = None) -> None:
-    """Enrol a department (and its first key, in the same transaction)."""
+                   valid_from: str | None = None, valid_to: str | None = None,
+                   node_ids: tuple[str, ...] = ()) -> None:
+    """Enrol a department (and its first key and nodes, in the same transaction)."""
     if not DEPT_ID.match(dept):
         raise RegistryError(f"部门标识无效 invalid department id {dept!r}: 1-32 lower-case letters, digits, - or _")
     if dept == TRAIL_LOG:
         raise RegistryError(f"部门标识已保留 {dept!r} is reserved: it names the hub's access trail")
     if not REGION.match(region):
         raise RegistryError(f"行政区划代码无效 invalid region code {region!r}: 6 digits (GB/T 2260)")
+    for node in node_ids:
+        _check_node_id(node)
     try:
         with store.writer.begin() as conn:
             conn.execute(departments.insert().values(dept=dept, name=name, region=region, created=utc_now(),
                                                      ledger_size=0))
             if key is not None:
                 _insert_key(conn, dept, key, valid_from, valid_to)
+            for node in dict.fromkeys(node_ids):
+                conn.execute(enrolled_nodes.insert().values(dept=dept, node=node, added=utc_now()))
     except IntegrityError:
         raise RegistryError(f"部门已存在 department {dept!r} already exists") from None
+
+
+def add_node(store: Store, dept: str, node: str) -> bool:
+    """Enrol one more node of a department (its own receipts queue after `cx hub provision`); False if it was."""
+    _check_node_id(node)
+    with store.writer.begin() as conn:
+        _require_dept(conn, dept)
+        if conn.execute(select(enrolled_nodes.c.node).where(enrolled_nodes.c.dept == dept,
+                                                            enrolled_nodes.c.node == node)).first():
+            return False
+        conn.execute(enrolled_nodes.insert().values(dept=dept, node=node, added=utc_now()))
+    return True
+
+
+def department_nodes(store: Store) -> dict[str, list[str]]:
+    """Every department with the nodes the hub knows of: enrolled ones and any that has sent a batch."""
+    with store.reader.connect() as conn:
+        out: dict[str, list[str]] = {d: [] for d in conn.execute(
+            select(departments.c.dept).order_by(departments.c.dept)).scalars()}
+        for dept, node in [*conn.execute(select(enrolled_nodes.c.dept, enrolled_nodes.c.node)),
+                           *conn.execute(select(nodes.c.dept, nodes.c.node))]:
+            if dept in out and node not in out[dept]:
+                out[dept].append(node)
+    return {d: sorted(found) for d, found in out.items()}
+
+
+def _check_node_id(node: str) -> None:
+    if not NODE_ID.match(node):
+        raise RegistryError(f"节点标识无效 invalid node id {node!r}: 1-64 letters, digits, '.', '_' or '-', "
+                            "starting with a letter or digit")
 
 
 def add_key(store: Store, dept: str, key: PublicKey, valid_from: str | None = None,
@@ -110,8 +150,10 @@ def list_departments(store: Store) -> list[dict]:
         keys = rows(conn, select(dept_keys).order_by(dept_keys.c.added))
     now = utc_now()
     infos = [_info(k) for k in keys]
+    known = department_nodes(store)
     for d in depts:
         d["keys"] = [{**i.__dict__, "state": i.state(now)} for i in infos if i.dept == d["dept"]]
+        d["nodes"] = known.get(d["dept"], [])
     return depts
 
 

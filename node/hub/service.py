@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
+import aiormq
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
@@ -103,8 +104,9 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         if outcome.result == "quarantined":
             if outcome.refusal and outcome.refuse_to:
                 try:
-                    await transport.publish(broker["receipts"], outcome.refuse_to, outcome.refusal,
-                                            message_type=transport.REFUSAL, message_id=outcome.batch_id or "")
+                    await transport.publish(broker["receipts"], topology.receipts_key(outcome.refuse_to, outcome.node),
+                                            outcome.refusal, message_type=transport.REFUSAL,
+                                            message_id=outcome.batch_id or "")
                     metrics.refusals.labels(outcome.refuse_to, outcome.reason.value if outcome.reason else "").inc()
                 except Exception as exc:  # noqa: BLE001 - e.g. no receipts queue for that department
                     bound.warning("refusal not delivered", to=outcome.refuse_to, error=str(exc)[:300])
@@ -116,8 +118,16 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         if FAULT == "crash-after-commit" and outcome.result == "accepted":
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: committed, receipt not sent, message not acked
         start = time.perf_counter()
-        await transport.publish(broker["receipts"], outcome.dept or "", outcome.receipt or b"", message_type=transport.RECEIPT,
-                                message_id=outcome.batch_id or "")
+        try:
+            await transport.publish(broker["receipts"], topology.receipts_key(outcome.dept or "", outcome.node),
+                                    outcome.receipt or b"", message_type=transport.RECEIPT,
+                                    message_id=outcome.batch_id or "")
+        except aiormq.exceptions.PublishError:
+            # no queue for that node: it was never enrolled (or its queue was deleted). The batch is stored;
+            # once the operator enrols the node and provisions, its resend gets this receipt again.
+            metrics.receipts_unroutable.labels(outcome.dept or "").inc()
+            bound.warning("receipt not routable: the node is not enrolled; run `cx hub add-node` for it and "
+                          "`cx hub provision` 回执无法投递：该前置机未登记", node=outcome.node)
         metrics.stage_seconds.labels("publish").observe(time.perf_counter() - start)
         start = time.perf_counter()
         await message.ack()

@@ -45,6 +45,15 @@ dept_keys = Table(
     Column("added", TIME, nullable=False),
 )
 
+# the nodes a department runs, enrolled by the operator before they send: each gets its own receipts queue
+enrolled_nodes = Table(
+    "enrolled_nodes", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("node", String(64), primary_key=True),
+    Column("added", TIME, nullable=False),
+)
+
+# each node's sequence chain, from its first batch on
 nodes = Table(
     "nodes", metadata,
     Column("dept", String(32), primary_key=True),

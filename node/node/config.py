@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .. import config
 from ..config import ConfigError
+from ..handover import Handover, from_url
 from ..protocol.envelope import DEPT_ID, NODE_ID
+from ..protocol.errors import ProtocolError
+from ..protocol.keys import PublicKey
+from ..transport import Topology
 
 
 @dataclass(frozen=True)
@@ -17,17 +21,22 @@ class NodeSection:
     dept: str = ""
     node_id: str = ""
     signing_key: Path = Path("keys/node.key")
-    hub_public_key: Path = Path("keys/hub.pub")  # pinned: receipts must verify with this key
+    # the hub operator's handover file (cx.handover): broker URL and user, vhost, receipts queue, hub API, hub key
+    handover: Path = Path("secrets/handover.toml")
+    # pinned: receipts must verify with this key. The handover file carries it; a file here must be the same key
+    hub_public_key: Path = Path("keys/hub.pub")
     outbox: Path = Path("outbox.db")
+    keep_settled_days: float = 7.0  # settled records and batches are pruned from the outbox after this long
+    prune_seconds: float = 60.0  # how often the node looks for settled records to prune
     reports_dir: Path = Path("reports")
 
 
 @dataclass(frozen=True)
 class BrokerSection:
-    url_file: Path | None = Path("secrets/broker.amqp")  # the handover file from the hub operator
-    url: str = ""  # or the URL itself (prefer CX_BROKER_URL to keep the password out of files)
-    vhost: str = "credit-exchange"
-    user_prefix: str = "cx-"
+    url: str = ""  # overrides the handover's broker URL (prefer CX_BROKER_URL to keep a password out of files)
+    url_file: Path | None = None  # earlier versions' handover: a file holding the broker URL alone
+    vhost: str = "credit-exchange"  # used only when neither the handover nor the URL names one
+    user_prefix: str = "cx-"  # used only when neither the handover nor the URL names the broker user
     tls_ca: Path | None = None  # CA certificate for amqps:// with a private CA
     tls_cert: Path | None = None  # client certificate (EXTERNAL authentication)
     tls_key: Path | None = None
@@ -45,7 +54,7 @@ class DeliverySection:
     heartbeat_seconds: float = 60.0
     poll_seconds: float = 10.0  # how often sources are read for new rows
     chunk_rows: int = 1000  # rows read and committed to the outbox per transaction
-    hub_api: str = ""  # optional hub API URL, for consistency proofs when receipts arrive out of order
+    hub_api: str = ""  # overrides the handover's hub API URL (where consistency proofs are fetched)
 
 
 @dataclass(frozen=True)
@@ -164,12 +173,73 @@ class NodeConfig(config.LoadedFromFile):
                 options=options, schema_version=s.get("schema_version"), entered_by=s.get("entered_by")))
         return out
 
+    def handover(self, *, required: bool = True) -> Handover | None:
+        """What the hub operator handed over, completed, with what node.toml or the environment overrides.
+
+        Raises ConfigError for a handover that cannot be read or is for another department or node; returns
+        None when there is none yet and `required` is false (`cx node check` works before it arrives).
+        """
+        override = self._url_override()
+        legacy = self.broker.url_file
+        if self.node.handover.exists():
+            found: Handover | None = Handover.load(self.node.handover)
+        elif legacy is not None and legacy.exists():
+            found = Handover.parse(config.read_secret(None, legacy, "the broker URL"), str(legacy))
+        elif override or not required:
+            found = None
+        else:
+            found = Handover.load(self.node.handover)  # says there is none, and where it belongs
+        if override:
+            url = from_url(override)
+            found = replace(found or url, broker_url=override,
+                            broker_user=url.broker_user or (found.broker_user if found else ""),
+                            vhost=url.vhost or (found.vhost if found else ""))
+        if found is None:
+            return None
+        where = f"handover file {self.node.handover}"
+        if found.dept and found.dept != self.node.dept:
+            raise ConfigError(f"{where} is for department {found.dept!r}, this node is {self.node.dept!r} "
+                              "交接文件不属于本部门")
+        if found.node_id and found.node_id != self.node.node_id:
+            raise ConfigError(f"{where} is for node {found.node_id!r}, this node is {self.node.node_id!r} ([node] "
+                              "node_id): ask the hub operator for this node's file (cx hub add-node) 交接文件不属于本前置机")
+        topology = Topology(vhost=found.vhost or self.broker.vhost, user_prefix=self.broker.user_prefix)
+        return replace(found, dept=self.node.dept, node_id=self.node.node_id, vhost=topology.vhost,
+                       broker_user=found.broker_user or topology.dept_user(self.node.dept),
+                       receipts_queue=found.receipts_queue or topology.receipts_queue(self.node.dept,
+                                                                                       self.node.node_id),
+                       hub_api=(self.delivery.hub_api or found.hub_api).rstrip("/"),
+                       hub_key=self._hub_key(found.hub_key))
+
+    def pinned_hub_key(self) -> PublicKey:
+        """The hub key receipts must verify with; ConfigError when neither the handover nor a file gives one."""
+        link = self.handover()
+        if link is None or link.hub_key is None:
+            raise ConfigError(f"no hub public key: the handover file carries none and {self.node.hub_public_key} does "
+                              "not exist; ask the hub operator for the handover file 缺少交换中心公钥")
+        return link.hub_key
+
+    def _url_override(self) -> str:
+        return os.environ.get("CX_BROKER_URL") or self.broker.url
+
+    def _hub_key(self, handed: PublicKey | None) -> PublicKey | None:
+        """The pinned hub key: the handover's, or keys/hub.pub; both present must be the same key."""
+        path = self.node.hub_public_key
+        try:
+            pinned = PublicKey.load(path) if path.exists() else None
+        except (OSError, ProtocolError) as exc:
+            raise ConfigError(f"[node] hub_public_key {path}: not a usable public key "
+                              f"({getattr(exc, 'detail', None) or exc}) 中心公钥文件无效") from None
+        if pinned and handed and pinned.key_id != handed.key_id:
+            raise ConfigError(f"[node] hub_public_key {path} holds key {pinned.key_id}, the handover file names "
+                              f"{handed.key_id}: confirm the hub key id with the operator by phone, then remove the "
+                              "file that is wrong 中心公钥与交接文件不一致")
+        return pinned or handed
+
     def amqp_url(self) -> str:
-        if os.environ.get("CX_BROKER_URL"):
-            return os.environ["CX_BROKER_URL"]
-        if self.broker.url:
-            return self.broker.url
-        return config.read_secret(None, self.broker.url_file, "the broker URL (handover file from the hub operator)")
+        link = self.handover()
+        assert link is not None
+        return link.broker_url
 
     def listen(self) -> tuple[str, int]:
         return config.listen_address(self.http.listen)

@@ -18,14 +18,17 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 
 from .. import __version__, transport
+from ..config import ConfigError
 from ..protocol import jsonutil
 from ..protocol.envelope import Batch, build_batch
-from ..protocol.errors import ProtocolError, Reason
+from ..protocol.errors import ProtocolError, Reason, explain
 from ..protocol.heartbeat import Heartbeat
 from ..protocol.keys import PublicKey, SigningKey
 from ..protocol.merkle import verify_consistency
 from ..protocol.receipts import Receipt, Refusal
+from ..transport import Topology
 from .config import NodeConfig
+from .health import BROKER_ERROR, HUB_ERROR, Trouble, broker_trouble, hub_trouble, trouble
 from .metrics import NodeMetrics
 from .outbox import UNSETTLED, Outbox
 
@@ -40,27 +43,39 @@ class ReceiptVerdict:
     detail: str = ""
 
 
+class ProofUnavailable(Exception):
+    """No consistency proof could be had now (hub API unreachable or not configured): check again later."""
+
+    def __init__(self, trouble: Trouble):
+        super().__init__(str(trouble))
+        self.trouble = trouble
+
+
 class Delivery:
     """Owns the broker connection and the async side's outbox connection (used from one thread)."""
 
-    def __init__(self, cfg: NodeConfig, key: SigningKey, hub_key: PublicKey, metrics: NodeMetrics,
+    def __init__(self, cfg: NodeConfig, key: SigningKey, metrics: NodeMetrics,
                  inventory: Callable[[], dict[str, int]] = dict, last_error: Callable[[], str | None] = lambda: None):
         self.cfg = cfg
         self.key = key
-        self.hub_key = hub_key
+        self.hub_key: PublicKey = cfg.pinned_hub_key()
+        self.link = cfg.handover()  # broker URL and user, vhost, receipts queue, hub API, hub key
+        assert self.link is not None
         self.metrics = metrics
         self.inventory = inventory
         self.last_error = last_error
-        self.topology = cfg.topology
+        self.records_exchange = Topology().records_exchange
         self.dept = cfg.node.dept
-        self.user = self.topology.dept_user(self.dept)
+        self.user = self.link.broker_user
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-outbox")
         self.outbox: Outbox | None = None
         self.wake = asyncio.Event()
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
         self.exchange: AbstractExchange | None = None
-        self.broker_error: str | None = None
+        self.broker_trouble: Trouble | None = None  # the last broker error, until the next success
+        self.hub_trouble: Trouble | None = None  # the last hub API error, until a proof is had
+        self._hub_error_recorded = False
         self._receipt_lock = asyncio.Lock()
         # set when the hub's ledger does not extend what this node saw: waiting cannot fix that, people must
         self.history_rewritten: str | None = None
@@ -72,6 +87,38 @@ class Delivery:
 
     async def open(self) -> None:
         self.outbox = await self.db(Outbox, self.cfg.node.outbox)
+        await self.db(self.outbox.set_state, BROKER_ERROR, None)  # what an earlier run met is history
+        # a hub API error recorded by an earlier run stands until a proof is had (checkpoints may wait for it)
+        self._hub_error_recorded = await self.db(self.outbox.state_value, HUB_ERROR) is not None
+
+    @property
+    def broker_error(self) -> str | None:
+        """The last broker error as one line, or None while all is well."""
+        return str(self.broker_trouble) if self.broker_trouble else None
+
+    async def _broker_failed(self, exc: BaseException, doing: str) -> Trouble:
+        found = broker_trouble(exc)
+        if self.broker_trouble is None or self.broker_trouble.kind != found.kind or \
+                self.broker_trouble.detail != found.detail:
+            await self.db(self.outbox.set_state, BROKER_ERROR, {**found.to_json(), "doing": doing})
+        self.broker_trouble = found
+        self.metrics.broker_up.set(0)
+        return found
+
+    async def _broker_fine(self) -> None:
+        if self.broker_trouble is not None:
+            self.broker_trouble = None
+            await self.db(self.outbox.set_state, BROKER_ERROR, None)
+
+    async def _hub_failed(self, found: Trouble) -> None:
+        if self.hub_trouble is None or self.hub_trouble.detail != found.detail:
+            await self.db(self.outbox.set_state, HUB_ERROR, found.to_json())
+        self.hub_trouble, self._hub_error_recorded = found, True
+
+    async def _hub_fine(self) -> None:
+        if self._hub_error_recorded:
+            self.hub_trouble, self._hub_error_recorded = None, False
+            await self.db(self.outbox.set_state, HUB_ERROR, None)
 
     async def close(self) -> None:
         if self.connection is not None:
@@ -82,37 +129,53 @@ class Delivery:
 
     # -- broker ---------------------------------------------------------------------------
 
-    async def connect(self, stop: asyncio.Event) -> bool:
-        """Connect (retrying with backoff while `stop` is not set); True once connected."""
+    async def connect(self, stop: asyncio.Event, give_up: frozenset[str] = frozenset()) -> bool:
+        """Connect (retrying with backoff while `stop` is not set); True once connected.
+
+        A failure of a kind in `give_up` (e.g. a refused login, for `--once`) ends the attempts: False.
+        """
         delay = self.cfg.delivery.retry_min_seconds
-        url = self.cfg.amqp_url()
         ssl_context = transport_ssl(self.cfg)
         while not stop.is_set():
+            url = self.link.broker_url
             try:
+                self._reload_handover()  # a corrected handover file works without a restart
+                url = self.link.broker_url
                 self.connection = await transport.connect(url, ssl_context=ssl_context, name=f"cx-node-{self.dept}")
                 await self._open_channel()
                 # declared (passively), not just named: only a declared queue's consumer is restored on reconnect
-                queue = await self.channel.get_queue(self.topology.receipts_queue(self.dept))
+                queue = await self.channel.get_queue(self.link.receipts_queue)
                 self._consumer_tag = await queue.consume(self._on_receipt)
-                self.broker_error = None
-                log.info("connected to broker", url=transport.redact(url))
+                await self._broker_fine()
+                log.info("connected to broker", url=transport.redact(url), queue=self.link.receipts_queue)
                 return True
             except Exception as exc:  # noqa: BLE001 - any connection failure: retry
                 if self.connection is not None:  # opened, then the channel or queue failed: do not leave it open
                     connection, self.connection = self.connection, None
                     with contextlib.suppress(Exception):
                         await connection.close()
-                self.broker_error = f"cannot reach the broker 无法连接消息代理: {exc}"
-                self.metrics.broker_up.set(0)
-                log.warning("broker unreachable; retrying", error=str(exc), retry_in=round(delay, 1))
+                found = await self._broker_failed(exc, "connect")
+                log.warning("broker not usable; retrying", kind=found.kind, error=str(exc), retry_in=round(delay, 1))
+                if found.kind in give_up:
+                    return False
                 await _sleep_or_stop(stop, delay)
                 delay = _backoff(delay, self.cfg.delivery.retry_max_seconds)
         return False
 
+    def _reload_handover(self) -> None:
+        """Read the handover file again (the operator may have sent a new one); keep the last good one."""
+        try:
+            link = self.cfg.handover()
+        except ConfigError as exc:
+            log.warning("handover file not usable; using the one read before", error=str(exc))
+            return
+        if link is not None and link.hub_key is not None and link.hub_key.key_id == self.hub_key.key_id:
+            self.link, self.user = link, link.broker_user
+
     async def _open_channel(self) -> None:
         assert self.connection is not None
         self.channel = await transport.confirmed_channel(self.connection, prefetch=32)
-        self.exchange = await self.channel.get_exchange(self.topology.records_exchange, ensure=False)
+        self.exchange = await self.channel.get_exchange(self.records_exchange, ensure=False)
         self.metrics.broker_up.set(1)
 
     async def _publish(self, routing_key: str, body: bytes, message_type: str, message_id: str) -> None:
@@ -190,11 +253,12 @@ class Delivery:
                     if attempts:
                         log.info("batch sent again (no receipt yet)", batch_id=batch_id, attempt=attempts + 1)
                 delay = d.retry_min_seconds
-                self.broker_error = None
+                if due:
+                    await self._broker_fine()
             except Exception as exc:  # noqa: BLE001 - broker down, publish refused, …: back off and retry
-                self.broker_error = f"delivery failed 发送失败: {exc}"
+                found = await self._broker_failed(exc, "publish")
                 self.metrics.publish_failures.inc()
-                log.warning("publish failed; retrying", error=str(exc), retry_in=round(delay, 1))
+                log.warning("publish failed; retrying", kind=found.kind, error=str(exc), retry_in=round(delay, 1))
                 await _sleep_or_stop(stop, delay)
                 delay = _backoff(delay, d.retry_max_seconds)
                 continue
@@ -225,31 +289,33 @@ class Delivery:
         try:
             receipt = Receipt.parse(body, self.hub_key)
         except ProtocolError as exc:
-            return await self._alert("receipt_invalid", f"{exc.reason.value}: {exc.detail}", None)
+            return await self._alert("receipt_invalid", exc, None)
         batch = await self.db(self.outbox.batch, receipt.batch_id)
         if batch is None:
-            log.info("receipt for a batch this outbox does not hold", batch_id=receipt.batch_id)
+            # another node of the department would not get it (a queue per node); a batch pruned long ago might
+            log.warning("receipt for a batch this outbox does not hold", batch_id=receipt.batch_id)
             return ReceiptVerdict(False, "unknown batch")
         if receipt.dept != self.dept or receipt.header_hash != batch["header_hash"]:
-            return await self._alert("receipt_mismatch", "the receipt is for another department or another batch "
-                                     "header", receipt.batch_id)
+            return await self._alert("receipt_mismatch", ProtocolError(
+                Reason.BAD_RECEIPT, "the receipt is for another department or another batch header"), receipt.batch_id)
         if batch["state"] == "receipted":
             return ReceiptVerdict(True, "already settled")
         try:
-            await self.check_checkpoint(receipt)
+            verified = await self.check_checkpoint(receipt)
         except ProtocolError as exc:
             self.history_rewritten = exc.detail
-            return await self._alert("inconsistent_checkpoint", exc.detail, receipt.batch_id)
+            return await self._alert("inconsistent_checkpoint", exc, receipt.batch_id)
         cp = receipt.checkpoint
         counts = await self.db(self.outbox.apply_receipt, receipt.batch_id, body, receipt.accepted,
                                [(r.line, r.record_id, list(r.errors)) for r in receipt.rejected],
-                               (cp.size, cp.root, cp.time, json.dumps(cp.to_json())))
+                               (cp.size, cp.root, cp.time, json.dumps(cp.to_json())), verified)
         for state, n in counts.items():
             if n:
                 self.metrics.records_settled.labels(state).inc(n)
-        self.metrics.receipts.labels("verified").inc()
+        self.metrics.receipts.labels("verified" if verified else "checkpoint_unverified").inc()
         self.metrics.last_receipt.set(time.time())
-        log.info("receipt verified", batch_id=receipt.batch_id, **counts, ledger_size=cp.size)
+        log.info("receipt verified", batch_id=receipt.batch_id, **counts, ledger_size=cp.size,
+                 checkpoint="verified" if verified else "not yet verified")
         return ReceiptVerdict(True)
 
     async def handle_refusal(self, body: bytes) -> ReceiptVerdict:
@@ -260,10 +326,10 @@ class Delivery:
         try:
             refusal = Refusal.parse(body, self.hub_key)
         except ProtocolError as exc:
-            return await self._alert("refusal_invalid", f"{exc.reason.value}: {exc.detail}", None)
+            return await self._alert("refusal_invalid", exc, None)
         if refusal.dept != self.dept:
-            return await self._alert("refusal_mismatch", f"the refusal is for department {refusal.dept}",
-                                     refusal.batch_id)
+            return await self._alert("refusal_mismatch", ProtocolError(
+                Reason.BAD_RECEIPT, f"the refusal is for department {refusal.dept}"), refusal.batch_id)
         batch = await self.db(self.outbox.refused_batch, refusal.batch_id, refusal.body_hash)
         if batch is None:
             log.info("refusal for a batch this outbox does not hold", batch_id=refusal.batch_id,
@@ -271,8 +337,9 @@ class Delivery:
             return ReceiptVerdict(False, "unknown batch")
         if hashlib.sha256(batch["body"]).hexdigest() != refusal.body_hash:
             # another message under this batch's id (or altered on the way) was refused, not what this node sent
-            return await self._alert("refusal_mismatch", f"the hub refused other bytes than this batch's "
-                                     f"({refusal.reason}: {refusal.detail_en})", batch["batch_id"])
+            return await self._alert("refusal_mismatch", ProtocolError(
+                Reason.BAD_RECEIPT, f"the hub refused other bytes than this batch's ({refusal.reason}: "
+                                    f"{refusal.detail_en})"), batch["batch_id"])
         if batch["state"] not in UNSETTLED:
             return ReceiptVerdict(True, "already settled")
         batch_id = batch["batch_id"]
@@ -286,58 +353,97 @@ class Delivery:
                       batch_id=batch_id, reason=refusal.reason, detail=refusal.detail_en, records=records)
         return ReceiptVerdict(True)
 
-    async def check_checkpoint(self, receipt: Receipt) -> None:
-        """The hub may only ever extend this department's ledger: check against what this node saw."""
+    async def check_checkpoint(self, receipt: Receipt) -> bool:
+        """The hub may only ever extend this department's ledger: check a receipt's checkpoint against what
+        this node verified before. True: verified (or the first one, trusted on first use). False: not yet
+        verified, because no consistency proof could be had (kept, checked again later). Raises ProtocolError
+        (inconsistent_checkpoint) when a proof shows the hub's ledger does not extend what this node saw."""
         cp = receipt.checkpoint
-        last = await self.db(self.outbox.last_checkpoint)
-        if last is None:
-            return  # the first checkpoint this node sees is trusted on first use
-        last_size, last_root = last
-        if cp.size == last_size:
-            if cp.root != last_root:
-                raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT,
-                                    f"ledger size {cp.size} has root {cp.root[:16]}…, earlier {last_root[:16]}…")
-            return
-        if cp.size < last_size:  # a late or repeated receipt
-            known = await self.db(self.outbox.checkpoint_at, cp.size)
-            if known is not None:
-                if known != cp.root:
-                    raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"ledger size {cp.size} changed its root")
-                return
-            proof = await self._fetch_consistency(cp.size, last_size)
-            if proof is None:
-                log.warning("older checkpoint could not be checked (no hub_api configured)", size=cp.size)
-                return
-            _verify(cp.size, last_size, cp.root_bytes, bytes.fromhex(last_root), proof)
-            return
-        if receipt.consistency is not None and receipt.consistency.old_size == last_size:
-            receipt.consistency.verify(bytes.fromhex(last_root), cp)
-            return
-        proof = await self._fetch_consistency(last_size, cp.size)
-        if proof is None:
+        known = await self.db(self.outbox.checkpoint_at, cp.size)
+        if known is not None and known[0] != cp.root:
             raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT,
-                                f"no proof that ledger size {cp.size} extends {last_size} (the receipt proves from "
-                                f"{receipt.consistency.old_size if receipt.consistency else 'nothing'}; set "
-                                "[delivery] hub_api to fetch proofs)")
-        _verify(last_size, cp.size, bytes.fromhex(last_root), cp.root_bytes, proof)
+                                f"ledger size {cp.size} has root {cp.root[:16]}…, earlier {known[0][:16]}…")
+        if known is not None and known[1]:
+            return True
+        return await self._extends(cp.size, cp.root, receipt)
 
-    async def _fetch_consistency(self, old: int, new: int) -> list[bytes] | None:
-        api = self.cfg.delivery.hub_api.rstrip("/")
+    async def _extends(self, size: int, root: str, receipt: Receipt | None = None) -> bool:
+        """Whether a checkpoint (size, root) is consistent with the verified ones around it (see above)."""
+        below, above = await self.db(self.outbox.verified_around, size)
+        if below is None and above is None:
+            return True  # the first checkpoint this node sees is trusted on first use
+        carried = receipt.consistency if receipt is not None and above is None else None
+        if carried is not None and below is not None and carried.old_size == below[0]:
+            carried.verify(bytes.fromhex(below[1]), receipt.checkpoint)  # the receipt's own proof suffices
+            return True
+        try:
+            if above is not None:  # a late receipt: it must be a prefix of what this node verified since
+                _verify(size, above[0], bytes.fromhex(root), bytes.fromhex(above[1]),
+                        await self._fetch_consistency(size, above[0]))
+            if below is not None:
+                _verify(below[0], size, bytes.fromhex(below[1]), bytes.fromhex(root),
+                        await self._fetch_consistency(below[0], size))
+        except ProofUnavailable as exc:
+            await self._hub_failed(exc.trouble)
+            log.warning("checkpoint not yet verified; checked again later", size=size, why=exc.trouble.detail)
+            return False
+        await self._hub_fine()
+        return True
+
+    async def verify_pending(self) -> int:
+        """Check the checkpoints kept unverified; returns how many are still unverified (raises nothing)."""
+        assert self.outbox is not None
+        pending = await self.db(self.outbox.unverified_checkpoints)
+        for size, root, _ in pending:
+            try:
+                if not await self._extends(size, root):
+                    break  # the hub API is still away: try again later
+            except ProtocolError as exc:
+                self.history_rewritten = exc.detail
+                await self._alert("inconsistent_checkpoint", exc, None)
+                return len(pending)
+            await self.db(self.outbox.mark_verified, size)
+            log.info("checkpoint verified", size=size)
+        return len(await self.db(self.outbox.unverified_checkpoints))
+
+    async def verify_loop(self, stop: asyncio.Event) -> None:
+        """Retry unverified checkpoints every few seconds at first, then at most every retry_max_seconds."""
+        delay = self.cfg.delivery.retry_min_seconds
+        while not stop.is_set():
+            await _sleep_or_stop(stop, delay)
+            try:
+                left = await self.verify_pending()
+            except Exception as exc:  # noqa: BLE001 - checked again next time
+                log.warning("checkpoint verification failed", error=str(exc))
+                left = 1
+            delay = _backoff(delay, self.cfg.delivery.retry_max_seconds) if left else self.cfg.delivery.retry_min_seconds
+
+    async def _fetch_consistency(self, old: int, new: int) -> list[bytes]:
+        """A consistency proof from the hub's API (served without a login: it holds only hashes)."""
+        api = self.link.hub_api
         if not api:
-            return None
+            raise ProofUnavailable(hub_trouble(api=""))
         url = f"{api}/api/v1/departments/{self.dept}/consistency"
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-            async with session.get(url, params={"old": str(old), "new": str(new)}) as resp:
-                if resp.status != 200:
-                    raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"hub API answered {resp.status} for a "
-                                        f"consistency proof {old}→{new}")
-                doc = await resp.json()
-        return [bytes.fromhex(h) for h in doc["proof"]]
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+                async with session.get(url, params={"old": str(old), "new": str(new)}) as resp:
+                    if resp.status != 200:
+                        raise ProofUnavailable(hub_trouble(status=resp.status, api=api))
+                    doc = await resp.json()
+            return [bytes.fromhex(h) for h in doc["proof"]]
+        except ProofUnavailable:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ProofUnavailable(hub_trouble(exc, api=api)) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProofUnavailable(trouble("hub_api_error", f"{api}: not a consistency proof ({exc})")) from None
 
-    async def _alert(self, kind: str, detail: str, batch_id: str | None) -> ReceiptVerdict:
+    async def _alert(self, kind: str, error: ProtocolError, batch_id: str | None) -> ReceiptVerdict:
         """A receipt that fails a check is an alert; its batch stays in the outbox (and is sent again)."""
         assert self.outbox is not None
-        await self.db(self.outbox.alert, kind, detail, batch_id)
+        zh, en = explain(error)
+        detail = f"{error.reason.value}: {en}"
+        await self.db(self.outbox.alert, kind, detail, batch_id, ALERT_ZH.get(kind, "") + zh)
         self.metrics.receipts.labels(kind).inc()
         log.error("receipt refused", kind=kind, detail=detail, batch_id=batch_id)
         return ReceiptVerdict(False, f"{kind}: {detail}")
@@ -359,13 +465,24 @@ class Delivery:
         rejections = await self.db(self.outbox.rejection_summary)
         alerts = await self.db(self.outbox.alert_summary)
         inventory = await asyncio.get_running_loop().run_in_executor(None, self.inventory)
+        problem = self.broker_trouble or self.hub_trouble
         body = Heartbeat.sign(self.key, dept=self.dept, node=self.cfg.node.node_id, version=__version__,
                               outbox_depth=depth, oldest_pending_seconds=age,
-                              last_error=self.broker_error or self.last_error(), inventory=inventory,
-                              rejections=rejections, alerts=alerts)
-        await self._publish(self.topology.routing_key(self.dept, "heartbeat"), body, transport.HEARTBEAT,
+                              last_error=(f"{problem.kind}: {problem.detail}" if problem else None) or self.last_error(),
+                              inventory=inventory, rejections=rejections, alerts=alerts)
+        await self._publish(Topology.routing_key(self.dept, "heartbeat"), body, transport.HEARTBEAT,
                             f"hb-{time.time_ns()}")
         self.metrics.heartbeats.inc()
+
+
+# what each alert means, in Chinese, before the protocol's explanation of the reason
+ALERT_ZH = {
+    "receipt_invalid": "收到的回执未通过核验（不是交换中心公钥签名的，或已被篡改）：",
+    "receipt_mismatch": "回执与本前置机发送的批次不符：",
+    "refusal_invalid": "收到的拒收通知未通过核验：",
+    "refusal_mismatch": "拒收通知与本前置机发送的批次不符：",
+    "inconsistent_checkpoint": "交换中心账本与本前置机此前核验的检查点不一致（可能被篡改），请立即联系交换中心：",
+}
 
 
 def batch_routing_key(dept: str, body: bytes) -> str:
@@ -389,7 +506,8 @@ def _verify(old: int, new: int, old_root: bytes, new_root: bytes, proof: list[by
     try:
         verify_consistency(old, new, old_root, new_root, proof)
     except ProtocolError as exc:
-        raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"ledger {old}→{new}: {exc.detail}") from None
+        raise ProtocolError(Reason.INCONSISTENT_CHECKPOINT, f"ledger size {new} does not extend {old}: "
+                                                            f"{exc.detail}") from None
 
 
 def _backoff(delay: float, ceiling: float) -> float:

@@ -5,6 +5,11 @@ pending → batched → delivered / rejected / duplicate, and every step is one 
 hub refuses (a signed refusal: nothing of it was stored) either is sealed again with the node's current
 key (batch state `resealed`, its records in the new batch) or its records wait, `refused`, for people
 to fix the cause and run `cx node retry` (batch state `retried` then).
+
+Settled records and batches are pruned after `[node] keep_settled_days`, in bounded steps beside the
+delivery (`prune`); what deduplication needs stays: each record id's latest content hash (`latest`),
+the dropped files taken (`units`), snapshot row hashes and reading positions. New outboxes free the
+pages pruning empties (SQLite incremental auto-vacuum), so the file shrinks as well.
 """
 
 from __future__ import annotations
@@ -16,11 +21,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from ..protocol.envelope import format_time, utc_now
+from ..protocol.envelope import utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS positions(stream TEXT PRIMARY KEY, position TEXT, updated TEXT NOT NULL);
@@ -39,7 +43,8 @@ CREATE TABLE IF NOT EXISTS records(
 CREATE INDEX IF NOT EXISTS records_state ON records(state, id);
 CREATE INDEX IF NOT EXISTS records_state_type ON records(state, type, id);
 CREATE INDEX IF NOT EXISTS records_batch ON records(batch_id);
-CREATE TABLE IF NOT EXISTS latest(record_id TEXT PRIMARY KEY, version TEXT NOT NULL, type TEXT NOT NULL);
+-- each record id's latest content hash (32 bytes): all deduplication needs, kept when records are pruned
+CREATE TABLE IF NOT EXISTS latest(record_id TEXT PRIMARY KEY, version BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches(
     batch_id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, body BLOB NOT NULL, header_hash TEXT NOT NULL,
     records INTEGER NOT NULL, created TEXT NOT NULL,
@@ -49,18 +54,28 @@ CREATE TABLE IF NOT EXISTS batches(
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, seq);
 CREATE TABLE IF NOT EXISTS chain(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, header_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL,
-                                       body TEXT NOT NULL, seen TEXT NOT NULL);
+                                       body TEXT NOT NULL, seen TEXT NOT NULL,
+                                       verified INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS rejections(
     id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, origin TEXT NOT NULL,  -- local or hub
     locator TEXT, row_key TEXT, record_id TEXT, type TEXT, errors TEXT NOT NULL, at TEXT NOT NULL,
-    batch_id TEXT, resolved TEXT);
+    batch_id TEXT, resolved TEXT,
+    ref TEXT);                       -- JSON: how the source adapter finds the row again (re-reading)
 CREATE INDEX IF NOT EXISTS rejections_open ON rejections(resolved, stream, row_key);
 CREATE TABLE IF NOT EXISTS alerts(id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, kind TEXT NOT NULL,
-                                  batch_id TEXT, detail TEXT NOT NULL);
+                                  batch_id TEXT, detail TEXT NOT NULL, detail_zh TEXT, resolved TEXT);
+CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pruned(state TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
 # columns added to tables of outboxes made by earlier versions: (table, column, declaration)
-ADDED_COLUMNS = (("batches", "refusal", "BLOB"), ("batches", "resealed_as", "TEXT"))
+ADDED_COLUMNS = (("batches", "refusal", "BLOB"), ("batches", "resealed_as", "TEXT"),
+                 ("checkpoints", "verified", "INTEGER NOT NULL DEFAULT 1"), ("rejections", "ref", "TEXT"),
+                 ("alerts", "detail_zh", "TEXT"), ("alerts", "resolved", "TEXT"))
 UNSETTLED = ("ready", "sent")  # batch states still waiting for the hub's answer
+SETTLED = ("delivered", "duplicate", "rejected")  # record states a receipt ended; pruned after a while
+FINISHED_BATCHES = ("receipted", "resealed", "retried")  # batch states whose records are settled or elsewhere
+# alerts that stay open until a person resolves them (`cx node alerts --resolve`): something to look into
+STANDING_ALERTS = ("receipt_invalid", "refusal_invalid", "inconsistent_checkpoint")
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,7 @@ class Rejected:
     record_id: str | None
     type: str
     errors: list[dict[str, Any]]
+    ref: Any = None  # how the source adapter finds the row again (None: it cannot)
 
 
 @dataclass
@@ -104,14 +120,35 @@ class Outbox:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        if self.db.execute("PRAGMA page_count").fetchone()[0] == 0:
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only a new file: pruned pages go back to the disk
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # an outbox commit must survive power loss
         self.db.execute("PRAGMA busy_timeout=30000")
+        if self._latest_from_before():
+            self._convert_latest()
         self.db.executescript(SCHEMA)
         if self._missing_columns():
             with self.tx():  # under the write lock (and looked at again): several processes may open it at once
                 for table, column, declaration in self._missing_columns():
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+    def _latest_from_before(self) -> bool:
+        """An outbox of an earlier version: `latest` kept hex versions and the type, with a second index."""
+        return "type" in {row[1] for row in self.db.execute("PRAGMA table_info(latest)")}
+
+    def _convert_latest(self) -> None:
+        """Into the compact form (32-byte versions, no rowid): about 60 bytes per record id instead of 145."""
+        with self.tx() as db:
+            if not self._latest_from_before():
+                return  # another process converted it meanwhile
+            db.execute("ALTER TABLE latest RENAME TO latest_before")
+            db.execute("CREATE TABLE latest(record_id TEXT PRIMARY KEY, version BLOB NOT NULL) WITHOUT ROWID")
+            rows = db.execute("SELECT record_id, version FROM latest_before")
+            while part := rows.fetchmany(10000):
+                db.executemany("INSERT INTO latest(record_id, version) VALUES (?, ?)",
+                               [(rid, bytes.fromhex(version)) for rid, version in part])
+            db.execute("DROP TABLE latest_before")
 
     def _missing_columns(self) -> list[tuple[str, str, str]]:
         return [(table, column, declaration) for table, column, declaration in ADDED_COLUMNS
@@ -158,11 +195,12 @@ class Outbox:
         return found
 
     def latest_versions(self, record_ids: Sequence[str]) -> dict[str, str]:
+        """record id -> its latest content hash (hex), for those this outbox has seen."""
         found: dict[str, str] = {}
         for start in range(0, len(record_ids), 500):
             part = record_ids[start:start + 500]
             q = f"SELECT record_id, version FROM latest WHERE record_id IN ({','.join('?' * len(part))})"
-            found.update(self.db.execute(q, part).fetchall())
+            found.update((rid, version.hex()) for rid, version in self.db.execute(q, part))
         return found
 
     def commit_chunk(
@@ -196,9 +234,9 @@ class Outbox:
                            "state, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                            [(q.stream, q.record_id, q.type, q.schema_version, q.op, q.version, q.line, q.locator, now)
                             for q in queued_now])
-            db.executemany("INSERT INTO latest(record_id, version, type) VALUES (?, ?, ?) ON CONFLICT(record_id) "
-                           "DO UPDATE SET version = excluded.version, type = excluded.type",
-                           [(q.record_id, q.version, q.type) for q in queued_now])
+            db.executemany("INSERT INTO latest(record_id, version) VALUES (?, ?) ON CONFLICT(record_id) "
+                           "DO UPDATE SET version = excluded.version",
+                           [(q.record_id, bytes.fromhex(q.version)) for q in queued_now])
             result.queued = len(fresh)
             result.retracted = len(deletions)
             keys = list(valid_keys)
@@ -208,10 +246,11 @@ class Outbox:
             for r in rejected:
                 db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND origin = 'local' "
                            "AND stream = ? AND row_key = ?", (now, stream, r.row_key))
-                db.execute("INSERT INTO rejections(stream, origin, locator, row_key, record_id, type, errors, at) "
-                           "VALUES (?, 'local', ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO rejections(stream, origin, locator, row_key, record_id, type, errors, at, ref) "
+                           "VALUES (?, 'local', ?, ?, ?, ?, ?, ?, ?)",
                            (stream, r.locator, r.row_key, r.record_id, r.type,
-                            json.dumps(r.errors, ensure_ascii=False), now))
+                            json.dumps(r.errors, ensure_ascii=False), now,
+                            None if r.ref is None else json.dumps(r.ref, ensure_ascii=False)))
             if snapshot:
                 db.executemany("INSERT INTO snapshot(stream, row_key, row_hash, record_id, type, pass) "
                                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(stream, row_key) DO UPDATE SET "
@@ -225,6 +264,19 @@ class Outbox:
             if unit is not None:
                 db.execute("INSERT OR IGNORE INTO units(unit, stream, committed) VALUES (?, ?, ?)", (unit, stream, now))
         return result
+
+    def open_local_rejections(self, stream: str) -> list[tuple[str | None, Any]]:
+        """Rows of a stream rejected here and not resolved: (row_key, the adapter's reference or None)."""
+        return [(key, None if ref is None else json.loads(ref)) for key, ref in self.db.execute(
+            "SELECT row_key, ref FROM rejections WHERE resolved IS NULL AND origin = 'local' AND stream = ? "
+            "ORDER BY id", (stream,))]
+
+    def resolve_rejections(self, stream: str, keys: Sequence[str | None]) -> int:
+        """Rows no longer at the source: nothing is left to fix. Returns how many were open."""
+        now = utc_now()
+        with self.tx() as db:
+            return sum(db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND origin = 'local' "
+                                  "AND stream = ? AND row_key = ?", (now, stream, k)).rowcount for k in keys)
 
     def touch_snapshot(self, stream: str, keys: Sequence[str], snapshot_pass: int) -> None:
         """Mark unchanged rows as seen in this pass (they are not deleted)."""
@@ -243,9 +295,10 @@ class Outbox:
             db.execute("INSERT INTO passes(stream, pass) VALUES (?, ?) ON CONFLICT(stream) DO UPDATE SET pass = "
                        "excluded.pass", (stream, snapshot_pass))
 
-    def latest_record(self, record_id: str) -> tuple[str, str] | None:
-        row = self.db.execute("SELECT version, type FROM latest WHERE record_id = ?", (record_id,)).fetchone()
-        return (row[0], row[1]) if row else None
+    def latest_version(self, record_id: str) -> str | None:
+        """The record id's latest content hash (hex), if this outbox ever queued the record."""
+        row = self.db.execute("SELECT version FROM latest WHERE record_id = ?", (record_id,)).fetchone()
+        return row[0].hex() if row else None
 
     # -- sending side ---------------------------------------------------------------------
 
@@ -324,6 +377,7 @@ class Outbox:
                        "WHERE batch_id = ?", (refusal, new_id, detail, batch_id))
             db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND batch_id = ?",
                        (utc_now(), batch_id))
+            _resolve_batch_alerts(db, [batch_id])
         return new_id, body
 
     def refuse(self, batch_id: str, refusal: bytes, reason: str, message_zh: str, message_en: str) -> int:
@@ -341,8 +395,8 @@ class Outbox:
                            "VALUES (?, 'hub', ?, ?, NULL, ?, ?, ?)",
                            [(stream, locator, record_id, error, now, batch_id)
                             for _, record_id, stream, locator in members])
-            db.execute("INSERT INTO alerts(at, kind, batch_id, detail) VALUES (?, 'batch_refused', ?, ?)",
-                       (now, batch_id, f"{reason}: {message_en}"))
+            db.execute("INSERT INTO alerts(at, kind, batch_id, detail, detail_zh) VALUES (?, 'batch_refused', ?, ?, ?)",
+                       (now, batch_id, f"{reason}: {message_en}", f"批次被交换中心拒收（{reason}）：{message_zh}"))
         return len(members)
 
     def refused_batches(self) -> list[dict[str, Any]]:
@@ -350,7 +404,10 @@ class Outbox:
         cur = self.db.execute("SELECT batch_id, seq, records, alert, body, refusal FROM batches "
                               "WHERE state = 'refused' ORDER BY seq")
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        out = [dict(zip(names, row)) for row in cur.fetchall()]
+        for batch in out:  # the hub's reason in Chinese, from the refusal it signed
+            batch["alert_zh"] = json.loads(batch["refusal"].split(b"\n", 1)[0]).get("detail_zh") if batch["refusal"] else None
+        return out
 
     def retry_refused(self) -> tuple[int, int]:
         """People fixed the cause: refused records go back to pending (sealed anew). Returns (batches, records)."""
@@ -363,6 +420,7 @@ class Outbox:
                                     "WHERE batch_id = ? AND state = 'refused'", (batch_id,)).rowcount
                 db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND batch_id = ?", (now, batch_id))
             db.executemany("UPDATE batches SET state = 'retried' WHERE batch_id = ?", [(b,) for b in ids])
+            _resolve_batch_alerts(db, ids)
         return len(ids), moved
 
     def due(self, receipt_timeout: float, limit: int) -> list[tuple[str, bytes, int]]:
@@ -393,8 +451,12 @@ class Outbox:
 
     def apply_receipt(self, batch_id: str, receipt_bytes: bytes, accepted: Iterable[str],
                       rejected: Sequence[tuple[int, str | None, list[dict[str, Any]]]],
-                      checkpoint: tuple[int, str, str, str] | None) -> dict[str, int]:
-        """Settle a batch's records from a verified receipt; store the checkpoint it carried."""
+                      checkpoint: tuple[int, str, str, str] | None, verified: bool = True) -> dict[str, int]:
+        """Settle a batch's records from a verified receipt; store the checkpoint it carried.
+
+        `verified` says whether the checkpoint was shown to extend the ledger this node saw before; one that
+        could not be checked yet (no consistency proof to be had) is kept and checked later (`verify_pending`).
+        """
         now = utc_now()
         members = self.batch_records(batch_id)
         by_line = {i: m for i, m in enumerate(members)}
@@ -418,39 +480,157 @@ class Outbox:
                             json.dumps(errors, ensure_ascii=False), now, batch_id))
             db.execute("UPDATE batches SET state = 'receipted', receipt = ?, receipted = ?, alert = NULL "
                        "WHERE batch_id = ?", (receipt_bytes, now, batch_id))
+            _resolve_batch_alerts(db, [batch_id])
             if checkpoint is not None:
                 size, root, cp_time, body = checkpoint
-                db.execute("INSERT OR IGNORE INTO checkpoints(size, root, time, body, seen) VALUES (?, ?, ?, ?, ?)",
-                           (size, root, cp_time, body, now))
+                db.execute("INSERT OR IGNORE INTO checkpoints(size, root, time, body, seen, verified) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", (size, root, cp_time, body, now, int(verified)))
         return counts
 
-    def checkpoint_at(self, size: int) -> str | None:
-        row = self.db.execute("SELECT root FROM checkpoints WHERE size = ?", (size,)).fetchone()
-        return row[0] if row else None
+    def checkpoint_at(self, size: int) -> tuple[str, bool] | None:
+        """(root, verified) of the checkpoint of this ledger size, if this node has seen it."""
+        row = self.db.execute("SELECT root, verified FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return (row[0], bool(row[1])) if row else None
 
     def last_checkpoint(self) -> tuple[int, str] | None:
-        row = self.db.execute("SELECT size, root FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        """The largest checkpoint this node verified (or trusted first): what the hub must extend."""
+        row = self.db.execute("SELECT size, root FROM checkpoints WHERE verified = 1 ORDER BY size DESC "
+                              "LIMIT 1").fetchone()
         return (row[0], row[1]) if row else None
 
-    def alert(self, kind: str, detail: str, batch_id: str | None = None) -> None:
+    def verified_around(self, size: int) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
+        """The nearest verified checkpoints below and above a ledger size: (size, root) or None each."""
+        below = self.db.execute("SELECT size, root FROM checkpoints WHERE verified = 1 AND size < ? ORDER BY size "
+                                "DESC LIMIT 1", (size,)).fetchone()
+        above = self.db.execute("SELECT size, root FROM checkpoints WHERE verified = 1 AND size > ? ORDER BY size "
+                                "LIMIT 1", (size,)).fetchone()
+        return (tuple(below) if below else None), (tuple(above) if above else None)
+
+    def unverified_checkpoints(self) -> list[tuple[int, str, str]]:
+        """Checkpoints not yet shown to extend what this node saw: (size, root, seen), oldest first."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT size, root, seen FROM checkpoints WHERE verified = 0 ORDER BY size")]
+
+    def mark_verified(self, size: int) -> None:
         with self.tx() as db:
-            db.execute("INSERT INTO alerts(at, kind, batch_id, detail) VALUES (?, ?, ?, ?)",
-                       (utc_now(), kind, batch_id, detail))
+            db.execute("UPDATE checkpoints SET verified = 1 WHERE size = ?", (size,))
+
+    def alert(self, kind: str, detail: str, batch_id: str | None = None, detail_zh: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO alerts(at, kind, batch_id, detail, detail_zh) VALUES (?, ?, ?, ?, ?)",
+                       (utc_now(), kind, batch_id, detail, detail_zh))
             if batch_id:
                 db.execute("UPDATE batches SET alert = ? WHERE batch_id = ?", (f"{kind}: {detail}", batch_id))
+
+    def resolve_alerts(self, ids: Sequence[int] | None = None) -> int:
+        """People looked into these open alerts (all when `ids` is None); returns how many were open."""
+        now = utc_now()
+        with self.tx() as db:
+            if ids is None:
+                return db.execute("UPDATE alerts SET resolved = ? WHERE resolved IS NULL", (now,)).rowcount
+            return sum(db.execute("UPDATE alerts SET resolved = ? WHERE resolved IS NULL AND id = ?",
+                                  (now, i)).rowcount for i in ids)
+
+    # -- state: what the node last met, for `cx node status` in another process -------------
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Remember a JSON value under `key` (None forgets it)."""
+        with self.tx() as db:
+            if value is None:
+                db.execute("DELETE FROM state WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT INTO state(key, value, at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                           "value = excluded.value, at = excluded.at",
+                           (key, json.dumps(value, ensure_ascii=False), utc_now()))
+
+    def state_value(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- pruning --------------------------------------------------------------------------
+
+    def prune(self, before: str, limit: int = 2000) -> int:
+        """Delete at most about `limit` rows settled before `before` (a UTC timestamp); returns how many.
+
+        Only what a receipt settled goes: delivered, duplicate and hub-rejected records, batches whose
+        records are all gone, checkpoints older than the newest verified one, resolved rejections and
+        resolved alerts. Pending, batched and refused records, unsettled batches and the `latest` versions
+        (deduplication) are never touched. Each call is one short transaction: call it again until it
+        returns less than `limit`.
+        """
+        deleted = 0
+        with self.tx() as db:
+            for state in SETTLED:
+                ids = [r[0] for r in db.execute(
+                    "SELECT id FROM records WHERE state = ? AND settled < ? ORDER BY id LIMIT ?",
+                    (state, before, limit - deleted))]
+                if ids:
+                    db.executemany("DELETE FROM records WHERE id = ?", [(i,) for i in ids])
+                    db.execute("INSERT INTO pruned(state, n) VALUES (?, ?) ON CONFLICT(state) DO UPDATE SET "
+                               "n = n + excluded.n", (state, len(ids)))
+                    deleted += len(ids)
+                if deleted >= limit:
+                    return deleted
+            small = max(1, limit // 10)
+            deleted += db.execute(
+                f"DELETE FROM batches WHERE batch_id IN (SELECT b.batch_id FROM batches b WHERE b.state IN "
+                f"{FINISHED_BATCHES} AND COALESCE(b.receipted, b.created) < ? AND NOT EXISTS (SELECT 1 FROM records r "
+                f"WHERE r.batch_id = b.batch_id) LIMIT ?)", (before, small)).rowcount
+            deleted += db.execute(
+                "DELETE FROM checkpoints WHERE size IN (SELECT size FROM checkpoints WHERE verified = 1 AND seen < ? "
+                "AND size < (SELECT MAX(size) FROM checkpoints WHERE verified = 1) LIMIT ?)", (before, small)).rowcount
+            for table in ("rejections", "alerts"):
+                deleted += db.execute(
+                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE resolved IS NOT NULL AND "
+                    f"resolved < ? LIMIT ?)", (before, small)).rowcount
+        return deleted
+
+    def release_space(self, pages: int = 2048) -> int:
+        """Give up to `pages` free pages back to the file system (incremental auto-vacuum outboxes only)."""
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            return 0
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        if free:  # run to completion: stepped once, as execute() would, it frees a single page
+            self.db.executescript(f"PRAGMA incremental_vacuum({min(free, int(pages))});")
+        return free - self.db.execute("PRAGMA freelist_count").fetchone()[0]
+
+    def size(self) -> dict[str, int]:
+        """The outbox file's size in bytes and how much of it is free pages (reused before the file grows)."""
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        wal = self.path.with_name(self.path.name + "-wal")
+        return {"bytes": page * pages, "free_bytes": page * free, "wal_bytes": wal.stat().st_size if wal.exists() else 0}
 
     # -- status ---------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         out = dict(self.db.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall())
+        for state, n in self.db.execute("SELECT state, n FROM pruned"):  # settled and pruned since
+            out[state] = out.get(state, 0) + n
         out["batches_unreceipted"] = self.db.execute(
             f"SELECT COUNT(*) FROM batches WHERE state IN {UNSETTLED}").fetchone()[0]
         out["batches_refused"] = self.db.execute(
             "SELECT COUNT(*) FROM batches WHERE state = 'refused'").fetchone()[0]
         out["rejections_open"] = self.db.execute(
             "SELECT COUNT(*) FROM rejections WHERE resolved IS NULL").fetchone()[0]
+        out["rejections_open_local"] = self.db.execute(
+            "SELECT COUNT(*) FROM rejections WHERE resolved IS NULL AND origin = 'local'").fetchone()[0]
         out["alerts"] = self.db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]
+        out["alerts_open"] = self.db.execute("SELECT COUNT(*) FROM alerts WHERE resolved IS NULL").fetchone()[0]
+        out["checkpoints_unverified"] = self.db.execute(
+            "SELECT COUNT(*) FROM checkpoints WHERE verified = 0").fetchone()[0]
         return out
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz reports, read in one go: counts, refused batches, open alerts, unanswered batches."""
+        counts = self.counts()
+        return {"counts": counts, "refused": self.refused_batches(), "alerts": self.alerts(20, open_only=True),
+                "checkpoints_unverified": counts["checkpoints_unverified"], "batches_unanswered": self.unanswered()}
+
+    def unanswered(self) -> int:
+        """Batches sent more than once without a receipt: a whole receipt timeout passed in silence."""
+        return self.db.execute("SELECT COUNT(*) FROM batches WHERE state = 'sent' AND attempts >= 2").fetchone()[0]
 
     def depth(self) -> int:
         """Records not yet settled by a receipt."""
@@ -482,15 +662,21 @@ class Outbox:
                 rules[rule] = rules.get(rule, 0) + 1
         return out
 
-    def alert_summary(self, since_seconds: float = 86400) -> dict[str, int]:
-        """Alerts raised recently: kind -> count (for the heartbeat)."""
-        since = format_time(datetime.now(timezone.utc) - timedelta(seconds=since_seconds))
-        return dict(self.db.execute("SELECT kind, COUNT(*) FROM alerts WHERE at >= ? GROUP BY kind", (since,)))
+    def alert_summary(self) -> dict[str, int]:
+        """Open alerts: kind -> count (for the heartbeat)."""
+        return dict(self.db.execute("SELECT kind, COUNT(*) FROM alerts WHERE resolved IS NULL GROUP BY kind"))
 
-    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
+    def alerts(self, limit: int = 50, open_only: bool = False) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM alerts" + (" WHERE resolved IS NULL" if open_only else "")
+                              + " ORDER BY id DESC LIMIT ?", (limit,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def _resolve_batch_alerts(db: sqlite3.Connection, batch_ids: Sequence[str]) -> None:
+    """A batch settled (receipted, sealed again, sent again): what was alarming about it is over."""
+    db.executemany(f"UPDATE alerts SET resolved = ? WHERE resolved IS NULL AND batch_id = ? AND kind NOT IN "
+                   f"{STANDING_ALERTS}", [(utc_now(), b) for b in batch_ids])
 
 
 def _age(stamp: str) -> float:

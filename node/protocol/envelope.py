@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -87,6 +87,19 @@ def parse_time(text: str) -> datetime:
     if not isinstance(text, str) or not TIMESTAMP.match(text):
         raise ValueError(f"not a UTC timestamp like 2026-01-02T03:04:05.678Z: {text!r}")
     return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
+
+
+CHINA = timezone(timedelta(hours=8))  # Asia/Shanghai: no daylight saving since 1991
+
+
+def china_time(stamp: str | None) -> str:
+    """A protocol timestamp (UTC on the wire) as people read it, in Asia/Shanghai; anything else as it is."""
+    if not stamp:
+        return "—"
+    try:
+        return parse_time(stamp).astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(stamp)
 
 
 def is_timestamp(value: Any) -> bool:

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -20,10 +20,9 @@ from referencing.jsonschema import DRAFT202012
 from cx.schemas.rules import RULES, RuleContext
 
 from . import codes
-from .envelope import RecordLine
+from .envelope import CHINA, RecordLine
 from .errors import FieldError, ProtocolError, Reason, shown_value
 
-CHINA = timezone(timedelta(hours=8))  # Asia/Shanghai has had no daylight saving since 1991
 # \Z, not $: `$` also matches before a final newline ("12.50\n" is not a decimal)
 DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 DECIMAL = re.compile(r"^-?(0|[1-9][0-9]{0,17})(\.[0-9]{1,6})?\Z")
@@ -126,6 +125,7 @@ class RecordSchema:
     titles: dict[str, str]
     personal: frozenset[str]
     formats: dict[str, str]  # field -> format name
+    fields: Mapping[str, Any]  # field -> its schema with every $ref resolved (type, enum, title …)
     validator: Draft202012Validator = field(repr=False)
     fast: Callable[[Any], Any] = field(repr=False)
     rules: list[Any] = field(repr=False)
@@ -299,7 +299,7 @@ class SchemaRegistry:
         return RecordSchema(
             type=type_, version=version, title=doc["title"], event_date=doc["x-event-date"],
             limit_days=doc["x-limit-days"], schema=doc, titles=titles, personal=frozenset(personal),
-            formats=formats, fast=_compile_fast(flat),
+            formats=formats, fields=flat.get("properties", {}), fast=_compile_fast(flat),
             validator=ReferenceValidator(doc, registry=self.registry, format_checker=FORMAT_CHECKER),
             rules=[RULES[name] for name in doc.get("x-rules", [])],
         )
