@@ -86,7 +86,7 @@ class DeliveryFigures(StoreFigures):
         return {"alerts": alerts, "refused": refused, "source": source, "expiry": expiry}
 
     def families(self, found: dict[str, Any]) -> list[GaugeMetricFamily]:
-        alerts = GaugeMetricFamily("cx_node_alerts", "Alerts a node reported in its latest heartbeat (invalid "
+        alerts = GaugeMetricFamily("cx_node_alerts", "Open alerts a node reported in its latest heartbeat (invalid "
                                    "receipts, inconsistent checkpoints, refused batches …), by kind",
                                    labels=["dept", "node", "kind"])
         refused = GaugeMetricFamily("cx_department_rejected_rows", "Rows refused at the department (local "
