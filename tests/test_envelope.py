@@ -134,8 +134,10 @@ REPLACEMENTS = {
     "nul": lambda c: 0x00,
     "ff": lambda c: 0xFF,
 }
+# non_finite_number: a quote turned into a space before a hex value like "4e2072…" leaves the number 4e2072…,
+# too large for a float (the key id is random, so this happens only for some keys)
 HEADER_REASONS = {"bad_json", "bad_header", "bad_signature", "key_id_mismatch", "unsupported_version",
-                  "count_mismatch", "duplicate_key"}
+                  "count_mismatch", "duplicate_key", "non_finite_number"}
 SIGNATURE_REASONS = {"bad_signature", "bad_framing", "bad_json"}
 
 
