@@ -317,6 +317,30 @@ def test_garbage_nobody_vouches_for_gets_no_refusal(ingestor):
         assert conn.execute(select(quarantine.c.refusal)).scalar() is None
 
 
+# -- the pipeline: the hub prepares the next message while the store commits the one before ---------------------
+
+
+def test_prepared_ahead_of_the_commit_before_it_the_outcome_is_the_same(ingestor):
+    """`prepare` writes nothing; batches prepared before the previous one committed link, and a batch
+    prepared twice before either copy committed is stored once and receipted twice alike."""
+    chain, prev = [], None
+    for seq in (1, 2, 3):
+        built = build_batch(AMR, dept="amr", node="pipe", seq=seq, prev=prev,
+                            lines=[encode(record(f"p-{seq}-{i}")) for i in range(3)], schemas={TYPE: 1})
+        chain.append(built.to_bytes())
+        prev = built.header_hash
+    prepared = [ingestor.prepare(inbound(body)) for body in (*chain, chain[2])]  # the third one twice
+    with ingestor.store.reader.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(record_versions)).scalar() == 0
+    outcomes = [ingestor.finish(p) for p in prepared]
+    assert [o.result for o in outcomes] == ["accepted", "accepted", "accepted", "redelivered"]
+    assert outcomes[3].receipt == outcomes[2].receipt
+    receipts = [Receipt.parse(o.receipt, HUB.public) for o in outcomes[:3]]
+    assert [r.checkpoint.size for r in receipts] == [3, 6, 9]
+    with ingestor.store.reader.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(record_versions)).scalar() == 9
+
+
 # -- store outages are the only thing retried --------------------------------------------------------------------
 
 

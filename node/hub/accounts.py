@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -25,7 +26,16 @@ TOKEN = re.compile(r"^cx_([0-9a-f]{12})_([A-Za-z0-9_-]{43})\Z")
 FIRST_OPERATOR = "admin"
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-_DUMMY_HASH = _hasher.hash("not a password of anyone")  # so an unknown name costs as much as a wrong password
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against for an unknown name, so it costs as much as a wrong password.
+
+    Made at the first log-in, not at import: argon2id takes 64 MiB while it hashes, and a peak the hub
+    would otherwise reach at every start.
+    """
+    return _hasher.hash("not a password of anyone")
 
 
 class AccountError(UsageError):
@@ -173,10 +183,11 @@ def bootstrap_operator(store: Store) -> str | None:
 def login(store: Store, name: str, password: str, *, attempts: int, lockout: timedelta) -> Account:
     """The account, if the password is right and the account usable; otherwise LoginRefused, with the
     failure counted and the account locked for `lockout` after `attempts` failures in a row."""
+    dummy = _dummy_hash()  # before the look-up: the first log-in costs the same whatever the name
     with store.reader.connect() as conn:
         row = conn.execute(select(accounts).where(accounts.c.name == name)).first()
     if row is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(dummy, password)
         raise LoginRefused("bad_credentials")
     now = utc_now()
     if row.locked_until and row.locked_until > now:

@@ -37,7 +37,7 @@ from . import ledger
 from .metrics import HubMetrics
 from .registry import key_for, key_for_batch
 from .store import (
-    MAX_QUARANTINE_HEADER, Store, batches, departments, heartbeats, in_chunks, insert_many, nodes, quarantine, record_versions, records,
+    MAX_QUARANTINE_HEADER, Store, batches, departments, heartbeats, in_chunks, insert_rows, nodes, quarantine, record_versions, records,
     sequence_events,
 )
 
@@ -99,6 +99,20 @@ class Checked:
     errors: list[FieldError] = field(default_factory=list)
 
 
+@dataclass
+class Prepared:
+    """One message after the work that needs no transaction (`Ingestor.prepare`), ready for `finish`."""
+
+    msg: Inbound
+    received: str
+    batch: Batch | None = None
+    tree: MerkleTree | None = None
+    checked: list[Checked] | None = None
+    stored: Outcome | None = None  # the batch was stored before: its receipt
+    error: ProtocolError | None = None  # to be quarantined
+    unforeseen: Exception | None = None  # quarantined as internal_error
+
+
 class Quarantine(Exception):
     def __init__(self, error: ProtocolError, batch: Batch | None = None):
         self.error, self.batch = error, batch
@@ -126,14 +140,51 @@ class Ingestor:
 
     def handle(self, msg: Inbound) -> Outcome:
         """Exactly one outcome for one message; raises StoreUnavailable only when the store itself is away."""
-        decide = self.process_heartbeat if msg.type == HEARTBEAT else self.process
+        return self.finish(self.prepare(msg))
+
+    def prepare(self, msg: Inbound) -> Prepared:
+        """The work before the transaction: read, attribute, verify, validate (writes nothing).
+
+        The hub runs it for the next message while the store thread commits the one before; raises
+        StoreUnavailable only when the store does not answer a read.
+        """
+        prepared = Prepared(msg, utc_now())
+        if msg.type == HEARTBEAT:
+            return prepared  # small and signed on its own: checked and stored whole by `finish`
+        try:
+            with self._stage("parse"):
+                prepared.batch = parse_batch(msg.body, self.limits)
+                self._attribute(prepared.batch.header, msg)
+            prepared.stored = self._find_stored(prepared.batch)
+            if prepared.stored is not None:
+                return prepared
+            with self._stage("verify"):
+                with self.store.reader.connect() as conn:
+                    key = key_for_batch(conn, prepared.batch.header)
+                prepared.tree = prepared.batch.verify(key)
+            with self._stage("validate"):
+                prepared.checked = self.check_records(prepared.batch)
+        except ProtocolError as exc:
+            prepared.error = exc
+        except Quarantine as q:
+            prepared.error = q.error
+        except Exception as exc:  # noqa: BLE001 - unforeseen: this message only
+            if store_outage(exc):
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            prepared.unforeseen = exc
+        return prepared
+
+    def finish(self, prepared: Prepared) -> Outcome:
+        """Store what `prepare` found (or quarantine it): exactly one outcome; raises only StoreUnavailable."""
+        msg = prepared.msg
+        decide = self.process_heartbeat if msg.type == HEARTBEAT else self._decide
         try:
             try:
-                return decide(msg)
+                return decide(prepared)
             except Exception as exc:  # noqa: BLE001 - one message's trouble must not become the queue's
                 if store_outage(exc):
                     raise
-                return self._internal_error(msg, exc, None, utc_now())
+                return self._internal_error(msg, exc, prepared.batch, prepared.received)
         except Exception as exc:  # noqa: BLE001 - not even the quarantine could take it
             if store_outage(exc):
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -143,24 +194,20 @@ class Ingestor:
 
     def process(self, msg: Inbound) -> Outcome:
         """Decide what one inbound batch becomes. Never raises for bad input; store outages propagate."""
-        received = utc_now()
-        batch: Batch | None = None
+        return self._decide(self.prepare(msg))
+
+    def _decide(self, prepared: Prepared) -> Outcome:
+        msg, batch, received = prepared.msg, prepared.batch, prepared.received
+        if prepared.unforeseen is not None:
+            return self._internal_error(msg, prepared.unforeseen, batch, received)
         try:
-            with self._stage("parse"):
-                batch = parse_batch(msg.body, self.limits)
-                self._attribute(batch.header, msg)
-            stored = self._stored(batch)
-            if stored is not None:
-                self._count(stored)
-                return stored
-            with self._stage("verify"):
-                with self.store.reader.connect() as conn:
-                    key = key_for_batch(conn, batch.header)
-                tree = batch.verify(key)
-            with self._stage("validate"):
-                checked = self.check_records(batch)
-            with self._stage("store"):
-                outcome = self._commit(batch, tree, checked, received)
+            if prepared.error is not None:
+                raise prepared.error
+            if prepared.stored is not None:
+                outcome = self._redelivered(batch, prepared.stored)
+            else:
+                with self._stage("store"):
+                    outcome = self._commit(batch, prepared.tree, prepared.checked, received)
         except ProtocolError as exc:
             return self._quarantine(msg, exc, batch, received)
         except Quarantine as q:
@@ -172,9 +219,11 @@ class Ingestor:
         self._count(outcome)
         return outcome
 
-    def process_heartbeat(self, msg: Inbound) -> Outcome:
+    def process_heartbeat(self, prepared: Prepared | Inbound) -> Outcome:
         """Verify a node's signed heartbeat and keep the latest one per node."""
-        received = utc_now()
+        if isinstance(prepared, Inbound):
+            prepared = Prepared(prepared, utc_now())
+        msg, received = prepared.msg, prepared.received
         try:
             beat, body, sig = Heartbeat.read(msg.body)
             self._attribute_dept(beat.dept, msg)
@@ -217,7 +266,7 @@ class Ingestor:
             raise ProtocolError(Reason.USER_MISMATCH, f"published by broker user {msg.user_id!r}, "
                                                       f"not {self.topology.dept_user(dept)!r}")
 
-    def _stored(self, batch: Batch) -> Outcome | None:
+    def _find_stored(self, batch: Batch) -> Outcome | None:
         """A batch already committed gets its stored receipt again (hub crashed before ack, or a resend)."""
         with self.store.reader.connect() as conn:
             row = conn.execute(select(batches.c.header_hash, batches.c.receipt, batches.c.dept, batches.c.node)
@@ -227,8 +276,11 @@ class Ingestor:
         if row.header_hash != batch.header_hash:
             raise Quarantine(ProtocolError(Reason.BATCH_ID_REUSED,
                                            f"batch id {batch.header.batch_id} was stored with another header"), batch)
-        self._event(batch.header, "redelivery", "the batch was already stored; receipt sent again")
         return Outcome("redelivered", row.dept, batch.header.batch_id, bytes(row.receipt), node=row.node)
+
+    def _redelivered(self, batch: Batch, stored: Outcome) -> Outcome:
+        self._event(batch.header, "redelivery", "the batch was already stored; receipt sent again")
+        return stored
 
     def check_records(self, batch: Batch) -> list[Checked]:
         today = self.today()
@@ -262,10 +314,10 @@ class Ingestor:
                 return self._store(conn, batch, tree, checked, size, received)
         except (_AlreadyStored, IntegrityError):
             # another hub worker committed the same batch between our check and our insert
-            stored = self._stored(batch)
+            stored = self._find_stored(batch)
             if stored is None:
                 raise
-            return stored
+            return self._redelivered(batch, stored)
 
     def _advance_chain(self, conn: Connection, batch: Batch, received: str) -> None:
         """Check the node's sequence chain; record gaps and late fills, refuse replays and forks."""
@@ -332,32 +384,27 @@ class Ingestor:
             status = "retracted" if rec.op == "retract" else "active"
             state[rec.record_id] = (c.version, rec.type, status)
             data = rec.data or {}
-            versions.append({
-                "dept": h.dept, "record_id": rec.record_id, "version": c.version, "op": rec.op, "type": rec.type,
-                "schema_version": rec.schema_version, "line": batch.lines[c.index], "leaf_hash": leaves[c.index],
-                "batch_id": h.batch_id, "line_index": c.index, "ledger_index": index,
-                "authority": next((data[f] for f in AUTHORITY_FIELDS if isinstance(data.get(f), str)), None),
-                "authority_uscc": data.get("authority_uscc"),
-                "entered_by": data.get("entered_by") or rec.source.get("entered_by"),
-                "node": h.node, "key_id": h.key_id, "source_adapter": rec.source.get("adapter"),
-                "source_locator": rec.source.get("locator"), "extracted": rec.source.get("extracted"),
-                "sent": h.created, "received": received, "accepted": accepted_at,
-            })
-            latest[rec.record_id] = {
-                "dept": h.dept, "record_id": rec.record_id, "type": rec.type, "version": c.version, "status": status,
-                "ledger_index": index, "subject_name": data.get("subject_name"), "uscc": data.get("uscc"),
-                "updated": accepted_at,
-            }
+            source = rec.source
+            versions.append((  # in _VERSION_COLUMNS order
+                h.dept, rec.record_id, c.version, rec.op, rec.type, rec.schema_version, batch.lines[c.index],
+                leaves[c.index], h.batch_id, c.index, index,
+                next((data[f] for f in AUTHORITY_FIELDS if isinstance(data.get(f), str)), None),
+                data.get("authority_uscc"), data.get("entered_by") or source.get("entered_by"), h.node, h.key_id,
+                source.get("adapter"), source.get("locator"), source.get("extracted"), h.created, received,
+                accepted_at,
+            ))
+            # in _RECORD_COLUMNS order; the last version of a record in the batch is its current one
+            latest[rec.record_id] = (h.dept, rec.record_id, rec.type, c.version, status, index,
+                                     data.get("subject_name"), data.get("uscc"), accepted_at)
             accepted.append(rec.record_id)
 
         appended = ledger.append(conn, h.dept, size, new_leaves)
         if versions:
-            insert_many(conn, record_versions, versions)
-            inserts = [dict(v, first_accepted=accepted_at) for rid, v in latest.items() if rid not in known]
-            updates = [{"b_dept": v["dept"], "b_record_id": v["record_id"], **{k: v[k] for k in _UPDATED}}
-                       for rid, v in latest.items() if rid in known]
-            if inserts:
-                insert_many(conn, records, inserts)
+            insert_rows(conn, record_versions, _VERSION_COLUMNS, versions)
+            insert_rows(conn, records, (*_RECORD_COLUMNS, "first_accepted"),
+                        [(*row, accepted_at) for rid, row in latest.items() if rid not in known])
+            updates = [{"b_dept": row[0], "b_record_id": row[1], **dict(zip(_UPDATED, row[2:]))}
+                       for rid, row in latest.items() if rid in known]
             if updates:
                 conn.execute(_UPDATE_RECORD, updates)
         checkpoint = ledger.sign_checkpoint(conn, self.hub_key, h.dept, appended.size, appended.root, accepted_at)
@@ -505,7 +552,13 @@ def _conflict(rec: RecordLine, now: tuple[str, str, str] | None) -> FieldError |
     return None
 
 
-_UPDATED = ("type", "version", "status", "ledger_index", "subject_name", "uscc", "updated")
+_VERSION_COLUMNS = (
+    "dept", "record_id", "version", "op", "type", "schema_version", "line", "leaf_hash", "batch_id", "line_index",
+    "ledger_index", "authority", "authority_uscc", "entered_by", "node", "key_id", "source_adapter", "source_locator",
+    "extracted", "sent", "received", "accepted",
+)
+_RECORD_COLUMNS = ("dept", "record_id", "type", "version", "status", "ledger_index", "subject_name", "uscc", "updated")
+_UPDATED = _RECORD_COLUMNS[2:]
 _UPDATE_RECORD = records.update().where(
     records.c.dept == bindparam("b_dept"), records.c.record_id == bindparam("b_record_id")
 ).values({name: bindparam(name) for name in _UPDATED})

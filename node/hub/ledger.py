@@ -8,8 +8,9 @@ hub key in the same form.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
 from ..protocol import merkle
@@ -23,16 +24,26 @@ TRAIL_LOG = "access-trail"  # the access trail's log; registry.add_department re
 
 
 def fetch_nodes(conn: Connection, log: str, wanted: set[merkle.Node]) -> dict[merkle.Node, bytes]:
-    found = in_chunks(
-        conn,
-        lambda chunk: select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
-            ledger_nodes.c.dept == log, tuple_(ledger_nodes.c.level, ledger_nodes.c.idx).in_(chunk)),
-        sorted(wanted),
-    )
+    found = in_chunks(conn, lambda chunk: _nodes_query(log, chunk), sorted(wanted))
     nodes = {(level, idx): bytes(h) for level, idx, h in found}
     if len(nodes) != len(wanted):
         raise LookupError(f"ledger of {log} is missing nodes {sorted(wanted - set(nodes))[:5]}")
     return nodes
+
+
+def _nodes_query(log: str, nodes: Sequence[merkle.Node]) -> Any:
+    """The hashes of some nodes of a log, each found through the primary key.
+
+    One `dept = ? AND level = ? AND idx IN (…)` term per level, each a key lookup (SQLite uses an index
+    for each term of an OR only when every term names the key's columns itself). SQLite reads a row-value IN list, `(level, idx) IN
+    (VALUES …)`, through the key's first column only, a scan of the whole log that grew with it.
+    """
+    by_level: dict[int, list[int]] = {}
+    for level, idx in nodes:
+        by_level.setdefault(level, []).append(idx)
+    c = ledger_nodes.c
+    return select(c.level, c.idx, c.hash).where(
+        or_(*(and_(c.dept == log, c.level == level, c.idx.in_(idxs)) for level, idxs in by_level.items())))
 
 
 def append_nodes(conn: Connection, log: str, size: int, leaves: Sequence[bytes]) -> merkle.Appended:

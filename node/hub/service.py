@@ -76,7 +76,10 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     topology = cfg.topology
     ingestor = Ingestor(app[STORE], SigningKey.load(cfg.hub.signing_key), topology, metrics=app[METRICS])
     app[INGESTOR] = ingestor
+    # a pipeline: while the store thread commits one batch, the prepare thread reads, verifies and validates
+    # the next (SQLite and PostgreSQL release the GIL while they write and sync)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-store")
+    preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-prepare")
     broker: dict[str, Any] = {}  # connection and receipts exchange, once connected
     app[BROKER_READY] = lambda: "connection" in broker and not broker["connection"].is_closed
     loop = asyncio.get_running_loop()
@@ -88,7 +91,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         delay = STORE_RETRY_SECONDS
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
-                return await loop.run_in_executor(executor, ingestor.handle, inbound)
+                prepared = await loop.run_in_executor(preparer, ingestor.prepare, inbound)
+                return await loop.run_in_executor(executor, ingestor.finish, prepared)
             except StoreUnavailable as exc:
                 metrics.ingest_errors.inc()
                 log.warning("store unavailable; message kept", attempt=attempt, attempts=STORE_ATTEMPTS,
@@ -180,6 +184,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
     if "connection" in broker:
         await broker["connection"].close()
+    preparer.shutdown(wait=True)
     executor.shutdown(wait=True)
 
 
