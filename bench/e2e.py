@@ -152,15 +152,21 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for {pid}")
 
 
-def broker_pid() -> int | None:
-    """The RabbitMQ VM (beam.smp) running here, for its CPU time."""
+def broker_pid(port: int = 5672) -> int | None:
+    """The RabbitMQ VM (beam.smp) listening on the AMQP port, for its CPU time (another may run beside it)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1].rsplit(":", 1)[1] == f"{port:04X}" and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if (proc / "comm").read_text().strip() == "beam.smp" and b"rabbit" in (proc / "cmdline").read_bytes():
-                    return int(proc.name)
-            except OSError:
-                continue
+        try:
+            if proc.name.isdigit() and (proc / "comm").read_text().strip() == "beam.smp" and any(
+                    os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:
+            continue
     return None
 
 
