@@ -192,7 +192,7 @@ class Spawned:
     pid: int = 0
     cpu: float = 0.0
     peak_mib: float = 0.0
-    status: int = 0
+    status: int | None = None  # the exit status, once waited for
 
     def start(self) -> None:
         # posix_spawn, not Popen: nothing but `wait` may reap the process, or its rusage is lost
@@ -202,6 +202,12 @@ class Spawned:
                 (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)])
         finally:
             os.close(fd)
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process's session, if it still runs, and wait for it."""
+        if self.pid and self.status is None:
+            os.killpg(self.pid, sig)
+            self.wait()
 
     def wait(self) -> int:
         _, status, usage = os.wait4(self.pid, 0)
@@ -248,13 +254,14 @@ def node_argv(node_dir: Path, *extra: str) -> list[str]:
 def pipeline(tmp: Path, store: str, sources: dict[str, Path], rows: int, args: argparse.Namespace) -> dict:
     """One `--once` drain of every source at once into a fresh hub: the run's figures."""
     setup = Setup(tmp, store, list(sources))
+    procs: list[Spawned] = []
     try:
         nodes = {dept: setup.node(dept, source, {"batch_max_records": args.batch}) for dept, source in sources.items()}
         setup.hub.start()
         hub_pid, beam = setup.hub.process.pid, broker_pid()
         hub_cpu, beam_cpu = cpu_seconds(hub_pid), cpu_seconds(beam) if beam else 0.0
-        procs = [Spawned(dept, node_argv(d, "--once", "--timeout", str(args.node_timeout)), d / "run.log")
-                 for dept, d in nodes.items()]
+        procs += [Spawned(dept, node_argv(d, "--once", "--timeout", str(args.node_timeout)), d / "run.log")
+                  for dept, d in nodes.items()]
         started = time.perf_counter()
         for proc in procs:
             proc.start()
@@ -279,6 +286,8 @@ def pipeline(tmp: Path, store: str, sources: dict[str, Path], rows: int, args: a
             "mean_line_bytes": round(statistics.mean(mean_line_bytes(d) for d in nodes.values())),
         }
     finally:
+        for proc in procs:
+            proc.stop()
         setup.close()
 
 
@@ -342,6 +351,8 @@ def parse_time(text: str) -> datetime:
 
 def percentiles(values_ms: list[float]) -> dict:
     values = sorted(values_ms)
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
 
     def at(q: float) -> float:
         return round(values[min(len(values) - 1, int(q * len(values)))], 1)
@@ -370,12 +381,11 @@ def latency(tmp: Path, rate: int, seconds: float, args: argparse.Namespace) -> d
         deadline = time.time() + args.drain_seconds
         while (hub_versions(setup.hub) < total or unreceipted(node_dir)) and time.time() < deadline:
             time.sleep(0.5)  # past the deadline, the figures are of what arrived (the records count says how many)
-        os.killpg(node.pid, signal.SIGTERM)
-        node.wait()
-        node = None
+        node.stop(signal.SIGTERM)
         db = sqlite3.connect(f"file:{node_dir / 'outbox.db'}?mode=ro", uri=True)
         commit_to_receipt = [(parse_time(b) - parse_time(c)).total_seconds() * 1000 for c, b in db.execute(
-            "SELECT r.created, b.receipted FROM records r JOIN batches b ON b.batch_id = r.batch_id")]
+            "SELECT r.created, b.receipted FROM records r JOIN batches b ON b.batch_id = r.batch_id "
+            "WHERE b.receipted IS NOT NULL")]  # past the drain deadline some may still wait
         db.close()
         store = setup.hub.store()
         with store.reader.connect() as conn:
@@ -384,13 +394,12 @@ def latency(tmp: Path, rate: int, seconds: float, args: argparse.Namespace) -> d
         source_to_hub = [(parse_time(at) - inserted[int(rid.rsplit("-", 1)[1])]).total_seconds() * 1000
                          for rid, at in accepted]
         return {"offered_per_second": rate, "seconds": seconds, "records": total,
-                "arrived_within_drain": len(accepted) == total,
+                "arrived": len(accepted),  # percentiles are of these when the drain timed out
                 "outbox_commit_to_verified_receipt_ms": percentiles(commit_to_receipt),
                 "source_insert_to_hub_accepted_ms": percentiles(source_to_hub)}
     finally:
         if node is not None:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
+            node.stop()
         setup.close()
 
 
@@ -486,7 +495,10 @@ def targets(results: dict) -> list[dict]:
                rate >= 15000)
     if low := next((x for x in results["latency"] if x["offered_per_second"] == 1000), None):
         p99 = low["outbox_commit_to_verified_receipt_ms"]["p99"]
-        target("p99 outbox commit → verified receipt at 1,000 rec/s", "≤ 250 ms", f"{p99} ms", p99 <= 250)
+        complete = low["arrived"] == low["records"]
+        target("p99 outbox commit → verified receipt at 1,000 rec/s", "≤ 250 ms",
+               f"{p99} ms" + ("" if complete else " (of the records that arrived)"),
+               complete and p99 is not None and p99 <= 250)
     if big := s.get("1m-sqlite"):
         node, hub = big["peak_rss_mib"]["node"] * 2**20 / 1e6, big["peak_rss_mib"]["hub"] * 2**20 / 1e6
         target("peak RSS draining 1,000,000 rows", "node ≤ 120 MB, hub ≤ 150 MB",
@@ -513,11 +525,12 @@ def markdown(results: dict) -> str:
                      f"| {s['outbox_mib']} | {s['mean_line_bytes']} |")
     if results["latency"]:
         lines += ["", f"Latency, ms (node as a service, poll {p['poll']} s, linger {p['linger']} s):", "",
-                  "| offered rec/s | records | commit → verified receipt p50 / p95 / p99 / max "
+                  "| offered rec/s | records (at the hub within the drain time) | commit → verified receipt p50 / p95 / p99 / max "
                   "| source insert → hub accepted p50 / p95 / p99 / max |", "| --- | --- | --- | --- |"]
         for x in results["latency"]:
             a, b = x["outbox_commit_to_verified_receipt_ms"], x["source_insert_to_hub_accepted_ms"]
-            lines.append(f"| {x['offered_per_second']:,} | {x['records']:,} | {a['p50']} / {a['p95']} / {a['p99']} / "
+            lines.append(f"| {x['offered_per_second']:,} | {x['records']:,} ({x['arrived']:,}) "
+                         f"| {a['p50']} / {a['p95']} / {a['p99']} / "
                          f"{a['max']} | {b['p50']} / {b['p95']} / {b['p99']} / {b['max']} |")
     lines += [f"\nFailed: {e}" for e in results["errors"]]
     lines += ["", "| target | goal | measured | met |", "| --- | --- | --- | --- |"]

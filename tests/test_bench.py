@@ -40,6 +40,7 @@ def test_scaled_down_end_to_end_run_writes_its_figures(tmp_path):
 
     [latency] = results["latency"]
     assert latency["offered_per_second"] == 500 and 1000 <= latency["records"] <= 1500
+    assert latency["arrived"] == latency["records"]
     for figures in (latency["outbox_commit_to_verified_receipt_ms"], latency["source_insert_to_hub_accepted_ms"]):
         assert figures["n"] == latency["records"]
         assert 0 <= figures["p50"] <= figures["p95"] <= figures["p99"] <= figures["max"]
