@@ -572,6 +572,9 @@ def main() -> int:
         args.rows, args.million, args.dept_rows = args.rows // 20, args.million // 20, args.dept_rows // 20
         args.baseline, args.load_seconds = args.baseline // 20, 15
 
+    # stopped by a signal, it still removes its hubs, vhosts, databases and files (nohup'd, SIGINT may be ignored)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="cx-bench-") as tmp_name:
         tmp = Path(tmp_name)
