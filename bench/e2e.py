@@ -184,7 +184,12 @@ def mean_line_bytes(node_dir: Path) -> float:
 
 @dataclass
 class Spawned:
-    """A process started by the benchmark: its CPU time and peak RSS come from wait4 when it ends."""
+    """A process started by the benchmark: CPU time from wait4 when it ends, peak RSS sampled while it runs.
+
+    Not ru_maxrss: a child spawned with vfork (posix_spawn, Popen) inherits its parent's high-water mark at
+    exec, so it would report the benchmark's own RSS. VmHWM only grows, so the last sample is the peak to
+    within the sampling interval.
+    """
 
     name: str
     argv: list[str]
@@ -195,7 +200,7 @@ class Spawned:
     status: int | None = None  # the exit status, once waited for
 
     def start(self) -> None:
-        # posix_spawn, not Popen: nothing but `wait` may reap the process, or its rusage is lost
+        # posix_spawn, not Popen: nothing but `poll` may reap the process, or its rusage is lost
         fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             self.pid = os.posix_spawn(self.argv[0], self.argv, os.environ, setsid=True, file_actions=[
@@ -207,14 +212,26 @@ class Spawned:
         """Signal the process's session, if it still runs, and wait for it."""
         if self.pid and self.status is None:
             os.killpg(self.pid, sig)
-            self.wait()
+            while self.poll() is None:
+                time.sleep(0.05)
 
-    def wait(self) -> int:
-        _, status, usage = os.wait4(self.pid, 0)
-        self.cpu = usage.ru_utime + usage.ru_stime
-        self.peak_mib = usage.ru_maxrss / 1024
-        self.status = os.waitstatus_to_exitcode(status)
+    def poll(self) -> int | None:
+        """The exit status once the process has ended (reaped here), else None after sampling its RSS."""
+        if self.status is None:
+            try:
+                self.peak_mib = max(self.peak_mib, peak_rss_mib(self.pid))
+            except (OSError, RuntimeError):
+                pass  # ending: its last sample stands
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self.cpu = usage.ru_utime + usage.ru_stime
+                self.status = os.waitstatus_to_exitcode(status)
         return self.status
+
+
+def wait_all(procs: list[Spawned]) -> None:
+    while None in [p.poll() for p in procs]:  # every one sampled each time
+        time.sleep(0.05)
 
 
 @dataclass
@@ -265,7 +282,8 @@ def pipeline(tmp: Path, store: str, sources: dict[str, Path], rows: int, args: a
         started = time.perf_counter()
         for proc in procs:
             proc.start()
-        failed = [p for p in procs if p.wait() != 0]
+        wait_all(procs)
+        failed = [p for p in procs if p.status != 0]
         elapsed = time.perf_counter() - started
         hub_cpu, beam_cpu = cpu_seconds(hub_pid) - hub_cpu, (cpu_seconds(beam) - beam_cpu) if beam else None
         hub_peak = peak_rss_mib(hub_pid)
