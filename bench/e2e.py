@@ -1,7 +1,7 @@
 """End to end: department nodes draining SQLite sources into a running hub, against the raw broker in the same run.
 
     python bench/e2e.py [--quick] [--runs 3] [--rows 100000] [--million 1000000] [--depts 4] [--dept-rows 25000]
-                        [--stores sqlite,postgresql] [--million-stores sqlite] [--baseline 50000]
+                        [--million-runs 3] [--stores sqlite,postgresql] [--million-stores sqlite] [--baseline 50000]
                         [--loads 1000,5000] [--load-seconds 60] [--out bench-results]
 
 Everything is its own: a vhost and broker users per hub (and one for the baseline), the hub's store (SQLite
@@ -13,11 +13,12 @@ administrative_penalty rows; all of it is removed afterwards.
 - pipeline: `cx node run --once` draining a source into a hub started afresh for every run, every receipt
   verified by the node; each pipeline run directly follows a baseline run (its pair) and is divided by it.
   Reported per scenario: records/s (node start to exit) as median, min and max; CPU seconds per record of
-  the node, the hub and the broker (beam.smp, shared with whatever else uses it); peak RSS of node and hub;
+  the node, the hub and the broker (the beam.smp on 5672, shared with whatever else uses it); peak RSS of node
+  and hub;
   the outbox's size on disk; the mean record line in bytes.
 - latency: a writer inserts rows into the source at a steady rate while `cx node run` runs as a service;
   the outbox's own timestamps give commit -> verified receipt, the hub's `record_versions.accepted` and the
-  row's insertion time give source -> hub.
+  row's insertion time give source -> hub (past --drain-seconds, of the records that arrived, counted).
 
 Figures go to <out>/e2e.json and <out>/e2e.md with the machine and the issue's targets; progress to stderr.
 The machine may be shared: pairs measured back to back are what to compare.
