@@ -20,8 +20,10 @@ services:
 test: venv services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# the hub's ingest rate and the node's outbox size on this machine; figures in bench-results/
+# end to end against the raw broker (BENCH_ARGS: options of bench/e2e.py, e.g. --quick), the hub's ingest
+# rate, the compliance reports and the node's outbox size on this machine; figures in bench-results/
 bench: venv services
+	$(BIN)/python bench/e2e.py --out bench-results $(BENCH_ARGS)
 	$(BIN)/python bench/hub_ingest.py --out bench-results/hub-ingest.json
 	$(BIN)/python bench/hub_ingest.py --store postgresql --out bench-results/hub-ingest-postgresql.json
 	$(BIN)/python bench/compliance.py --out bench-results
