@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test bench chaos demo services dist clean
+.PHONY: venv test bench chaos fuzz demo services dist clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: venv services
 # Prints its figures; CHAOS_ARGS passes options (python tests/chaos.py --help)
 chaos: venv services
 	$(BIN)/python tests/chaos.py $(CHAOS_ARGS)
+
+# 100,000 hostile cases through a running hub on each store, valid batches between them; every message accounted
+# for. Prints its figures; FUZZ_ARGS passes options (python tests/fuzz.py --help)
+fuzz: venv services
+	$(BIN)/python tests/fuzz.py $(FUZZ_ARGS)
 
 # the wheel, the sdist and every dependency as a wheel, for a department's machine without internet (dist/)
 dist: venv
