@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import random
 import re
@@ -40,7 +41,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script: support and the test modules sit beside it
 
-from chaos import hub_store  # noqa: E402
+from chaos import Broker, hub_store  # noqa: E402
 from cx import transport  # noqa: E402
 from cx.hub import registry  # noqa: E402
 from cx.hub.store import batches, quarantine  # noqa: E402
@@ -119,6 +120,7 @@ class Generator:
     rng: random.Random
     revoked: SigningKey
     valid_every: int = 50
+    max_lines: int = 120  # hostile record lines in one signed batch, at most
     stranger: SigningKey = field(default_factory=SigningKey.generate)
     fresh: int = 0  # hostile signed batches each come from a node of their own (a fresh sequence chain)
     seq: int = 0
@@ -163,7 +165,7 @@ class Generator:
     def record(self, i: int) -> Message:
         """A signed batch of a fresh node whose record lines are pushed at and beyond their bounds."""
         lines = []
-        for n in range(self.rng.randint(1, 120)):
+        for n in range(self.rng.randint(1, self.max_lines)):
             obj = self.line(f"fz-{i}-{n}")
             for _ in range(self.rng.randint(1, 3)):
                 where = self.rng.choice(["data", "data", "source", "top"])
@@ -174,7 +176,7 @@ class Generator:
                 if self.rng.random() < 0.1:
                     target.pop(name, None)
                 else:
-                    target[name] = self.rng.choice(HOSTILE_VALUES)
+                    target[name] = copy.deepcopy(self.rng.choice(HOSTILE_VALUES))
             line = raw_json(obj)
             if self.rng.random() < 0.05:
                 line = line[:-1] + b',"op":"upsert"}'  # a duplicate key
@@ -273,6 +275,7 @@ class Plan:
     store: str = "sqlite"
     seed: int = 8
     valid_every: int = 50
+    max_lines: int = 120
     settle_timeout: float = 600.0  # without progress for this long, the run fails
 
 
@@ -396,6 +399,16 @@ def account(hub: Hub, messages: list[Message], counters: Counter, receipts: dict
     return problems
 
 
+def ingest_queue(hub: Hub, timeout: float = 60) -> dict:
+    """The ingest queue as the management API sees it, once its sampled figures show it empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        queue = Broker(hub.dir).api("GET", "queues", hub.topology.vhost, hub.topology.ingest_queue)
+        if queue.get("messages") == 0 or time.monotonic() > deadline:
+            return queue
+        time.sleep(1)
+
+
 class Run:
     def __init__(self, plan: Plan, base: Path):
         self.plan, self.base = plan, base
@@ -421,7 +434,8 @@ class Run:
             registry.revoke_key(store, revoked.key_id, at="2000-01-01T00:00:00.000Z")
         finally:
             store.dispose()
-        gen = Generator(hub, random.Random(self.plan.seed), revoked, valid_every=self.plan.valid_every)
+        gen = Generator(hub, random.Random(self.plan.seed), revoked, valid_every=self.plan.valid_every,
+                        max_lines=self.plan.max_lines)
         warm = [gen.valid(-n) for n in range(1, 21)]
         messages, cases = list(warm), 0
         while cases < self.plan.cases:
@@ -443,6 +457,11 @@ class Run:
         self.figures["hub_after"] = process_figures(hub.process.pid)
         receipts = run_sync(receipts_for(hub))
         problems = account(hub, messages, counters, receipts)
+        ingest = ingest_queue(hub)
+        self.figures["ingest_queue"] = {"messages": ingest["messages"],
+                                        "redelivered": ingest.get("message_stats", {}).get("redeliver", 0)}
+        if ingest["messages"] or self.figures["ingest_queue"]["redelivered"]:
+            problems.append(f"the ingest queue: {self.figures['ingest_queue']} (a message was taken twice)")
         store = hub.store()
         try:
             with store.reader.connect() as conn:
