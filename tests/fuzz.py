@@ -186,8 +186,8 @@ class Generator:
     def header(self, i: int) -> Message:
         """A batch whose header has a field changed, dropped or added, signed as changed."""
         name = self.rng.choice(sorted(HEADER_VALUES))
-        return Message(self.signed([jsonutil.dumps(self.line(f"fz-{i}"))], **{name: self.rng.choice(HEADER_VALUES[name])}),
-                       "header")
+        change = {name: self.rng.choice(HEADER_VALUES[name])}
+        return Message(self.signed([jsonutil.dumps(self.line(f"fz-{i}"))], **change), "header")
 
     def wrong_key(self, i: int) -> Message:
         line = [jsonutil.dumps(self.line(f"fz-{i}"))]
@@ -205,7 +205,8 @@ class Generator:
             if op == "flip" and data:
                 data = data[:pos] + bytes([data[pos] ^ (1 << self.rng.randrange(8))]) + data[pos + 1:]
             elif op == "insert":
-                data = data[:pos] + self.rng.choice([b" ", b"\n", b"\x00", b"\xff", b"\\u0000", b'"', b"{"]) + data[pos:]
+                extra = self.rng.choice([b" ", b"\n", b"\x00", b"\xff", b"\\u0000", b'"', b"{"])
+                data = data[:pos] + extra + data[pos:]
             elif op == "delete":
                 data = data[:pos] + data[pos + self.rng.randint(1, 4):]
             elif op == "truncate":
