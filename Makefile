@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test bench demo services dist clean
+.PHONY: venv test bench chaos fuzz demo services dist clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,16 @@ bench: venv services
 	$(BIN)/python bench/compliance.py --out bench-results
 	$(BIN)/python bench/compliance.py --store postgresql --out bench-results
 	$(BIN)/python bench/outbox_size.py --out bench-results/outbox-size.json
+
+# three departments, 200,000 rows, the broker, the hub and the nodes broken under them; on both hub stores.
+# Prints its figures; CHAOS_ARGS passes options (python tests/chaos.py --help)
+chaos: venv services
+	$(BIN)/python tests/chaos.py $(CHAOS_ARGS)
+
+# 100,000 hostile cases through a running hub on each store, valid batches between them; every message accounted
+# for. Prints its figures; FUZZ_ARGS passes options (python tests/fuzz.py --help)
+fuzz: venv services
+	$(BIN)/python tests/fuzz.py $(FUZZ_ARGS)
 
 # the wheel, the sdist and every dependency as a wheel, for a department's machine without internet (dist/)
 dist: venv

@@ -169,8 +169,10 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None,
 
 
 def make_hub(base: Path, depts: Sequence[str], *, store_url: str = "sqlite:///hub.db",
-             topology: Topology | None = None, console: str = "") -> Hub:
-    """Initialise a hub folder with `cx hub init`'s layout, enrol departments, provision the broker."""
+             topology: Topology | None = None, console: str = "", amqp: str = AMQP,
+             management: str = MANAGEMENT) -> Hub:
+    """Initialise a hub folder with `cx hub init`'s layout, enrol departments, provision the broker
+    (the shared test broker unless `amqp` and `management` name another)."""
     topology = topology or Topology(vhost=unique("cxtest-"), user_prefix=unique("t") + "-")
     base.mkdir(parents=True, exist_ok=True)
     (base / "keys").mkdir(exist_ok=True)
@@ -183,11 +185,11 @@ signing_key = "keys/hub.key"
 url = "{store_url}"
 sqlite_synchronous = "NORMAL"
 [broker]
-url = "{AMQP}"
+url = "{amqp}"
 vhost = "{topology.vhost}"
 user_prefix = "{topology.user_prefix}"
 password_file = "secrets/broker/{topology.hub_user}.password"
-management_url = "{MANAGEMENT}"
+management_url = "{management}"
 prefetch = 8
 [api]
 listen = "127.0.0.1:{free_port()}"

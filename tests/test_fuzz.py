@@ -1,4 +1,5 @@
-"""Hostile input: parsers raise ProtocolError and nothing else; a changed batch never verifies."""
+"""Hostile input: parsers raise ProtocolError and nothing else; a changed batch never verifies; a short fuzz run
+through a running hub on each store (tests/fuzz.py; `make fuzz` runs the full one) gives every message one outcome."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cx.protocol.merkle import MerkleTree
 from cx.protocol.receipts import Checkpoint, Receipt
 from cx.protocol.validation import default_registry
 from examples import record_line, signed_batch
+from fuzz import Plan, run
 
 KEY = SigningKey.generate()
 HUB = SigningKey.generate()
@@ -187,3 +189,11 @@ def test_whitespace_anywhere_is_refused(whitespace):
     for pos in range(len(BATCH_BYTES)):
         changed = BATCH_BYTES[:pos] + whitespace + BATCH_BYTES[pos:]
         assert not receive(changed), (pos, BATCH_BYTES[pos - 5:pos + 5])
+
+
+def test_short_fuzz_run_gives_every_message_one_outcome(store_kind):
+    figures = run(Plan(cases=800, store=store_kind, max_lines=8, settle_timeout=120))
+    assert figures["outcomes"]["accepted"] > 0 and figures["outcomes"]["quarantined"] > 0
+    assert figures["records"]["rejected"] > 0 and figures["outcomes"]["heartbeat"] > 0
+    assert figures["hub_after"]["open_files"] <= figures["hub_before"]["open_files"] + 10, figures
+    print(figures)
