@@ -54,6 +54,7 @@ class Permission(str, enum.Enum):
     KEYS_MANAGE = "keys_manage"  # enrol departments, rotate and revoke keys
     TRAIL = "trail"  # the access trail (留痕) and its export
     COMPLIANCE = "compliance"  # deadline compliance: the page, reports and their downloads (a department: its own)
+    CREDIT_CHECK = "credit_check"  # credit checks (信用审查) of enterprises for procurement, support, honours
 
 
 GRANTS: dict[str, frozenset[Permission]] = {
@@ -61,7 +62,8 @@ GRANTS: dict[str, frozenset[Permission]] = {
     "office": frozenset({Permission.SIGNED_IN, Permission.OVERVIEW, Permission.DEPARTMENT, Permission.DIRECTORY,
                          Permission.COMPLIANCE}),
     "department": frozenset({Permission.SIGNED_IN, Permission.DEPARTMENT, Permission.DIRECTORY, Permission.RECORDS,
-                             Permission.PROOFS, Permission.BATCHES, Permission.QUARANTINE, Permission.COMPLIANCE}),
+                             Permission.PROOFS, Permission.BATCHES, Permission.QUARANTINE, Permission.COMPLIANCE,
+                             Permission.CREDIT_CHECK}),
     "auditor": frozenset({Permission.SIGNED_IN, Permission.DIRECTORY, Permission.RECORDS, Permission.PROOFS,
                           Permission.BATCHES, Permission.TRAIL}),
 }
