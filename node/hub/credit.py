@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,20 @@ class Rules:
         return bool(reason) and reason.strip().startswith(self.repair_prefix)
 
     def class_rank(self, class_id: str | None) -> int:
-        return next((i for i, c in enumerate(self.classes) if c[0] == class_id), 0)
+        return self._ranks.get(class_id, 0) if class_id is not None else 0
+
+    @cached_property
+    def _ranks(self) -> dict[str, int]:
+        return {c[0]: i for i, c in enumerate(self.classes)}
+
+    @cached_property
+    def label_classes(self) -> dict[str, str | None]:
+        """Label id -> the class it gives (the first rule of that id with one), None for a favourable label."""
+        out: dict[str, str | None] = {}
+        for rule in self.labels:
+            if out.get(rule.id) is None:
+                out[rule.id] = rule.klass
+        return out
 
     def title(self, kind: str, ident: str, lang: str) -> str:
         """The name of a class, label or list in a language (zh | en)."""
@@ -458,7 +472,7 @@ def recompute(conn: Connection, rules: Rules, usccs: Iterable[str], today: date)
             if rows else None
         entry_rows.extend({**e, "uscc": uscc, "name": name or e.get("name")} for e in entries.values())
         if rows:
-            top = max((rules.class_rank(_label_class(rules, label["id"])) for label in labels), default=0)
+            top = max((rules.class_rank(rules.label_classes.get(label["id"])) for label in labels), default=0)
             standing_rows.append({"uscc": uscc, "name": name, "class": rules.classes[top][0],
                                   "labels": json.dumps(labels, ensure_ascii=False), "updated": now,
                                   "next_change": _iso(next_change)})
@@ -468,10 +482,6 @@ def recompute(conn: Connection, rules: Rules, usccs: Iterable[str], today: date)
     copy_rows(conn, standing, standing_rows)
     copy_rows(conn, list_entries, entry_rows)
     return len(usccs)
-
-
-def _label_class(rules: Rules, label_id: str) -> str | None:
-    return next((r.klass for r in rules.labels if r.id == label_id and r.klass), None)
 
 
 def _standing(rules: Rules, rows: list[dict[str, Any]], old: Mapping[str, dict[str, Any]],
@@ -531,7 +541,7 @@ def _standing(rules: Rules, rows: list[dict[str, Any]], old: Mapping[str, dict[s
             entries[rule.id] = _entry(rule, since, basis, None)
         elif previous:
             entries[rule.id] = {**_without_uscc(previous), "ended": previous["ended"] or day}
-    ordered = sorted(labels.values(), key=lambda label: -rules.class_rank(_label_class(rules, label["id"])))
+    ordered = sorted(labels.values(), key=lambda label: -rules.class_rank(rules.label_classes.get(label["id"])))
     future = [c for c in changes if c > today]
     return entries, ordered, min(future) if future else None
 
