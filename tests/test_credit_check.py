@@ -169,3 +169,26 @@ async def test_early_repairs_are_shown_to_the_office(hub):
         await c.login("amr1")  # a department sees its own only
         status, page, _ = await c.get("/compliance/repairs")
         assert status == 200 and "pen-9" not in page
+
+
+async def test_codes_come_in_a_file_too_and_a_file_too_large_is_refused_with_a_page(hub):
+    import aiohttp
+
+    async with Client(hub) as c:
+        await c.login("amr1")
+        await c.get("/credit-check")
+
+        async def upload(content: bytes) -> tuple[int, str]:
+            form = aiohttp.FormData()
+            form.add_field("csrf_token", c.csrf)
+            form.add_field("purpose", "honour")
+            form.add_field("codes", "")
+            form.add_field("file", content, filename="codes.csv", content_type="text/csv")
+            async with c.session.post(f"{hub.url}/credit-check", data=form) as r:
+                return r.status, await r.text()
+
+        status, page = await upload(f"代码,名称\n{USCC_C},某某公司\n".encode("gb18030"))
+        assert status == 200 and USCC_C in page and "On the abnormal-operations list" in page
+        assert "repeats" not in page  # the header line is an invalid line, not a crash
+        status, page = await upload(b"x" * (2 * 1024 * 1024))
+        assert status == 413 and "too large" in page and "<html" in page and "Traceback" not in page

@@ -280,7 +280,10 @@ async def _check_csrf(request: web.Request, principal: Principal) -> None:
     expected = session.get("csrf")
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        given = (await request.post()).get(CSRF_FIELD)
+        try:
+            given = (await request.post()).get(CSRF_FIELD)
+        except web.HTTPRequestEntityTooLarge:
+            raise Denied(413, "too_large", _("The form is too large (at most 1 MB, files included).")) from None
     if not expected or not isinstance(given, str) or not hmac.compare_digest(expected, given):
         raise Denied(403, "csrf", _("The form has expired or did not come from this console. Reload the page "
                                     "and try again."))
