@@ -56,7 +56,7 @@ async def test_every_route_declares_a_permission_and_an_undeclared_one_is_refuse
     assert public == sorted([
         "GET /api/v1/departments/{dept}/checkpoint", "GET /api/v1/departments/{dept}/consistency",
         "GET /api/v1/openapi.json", "GET /healthz", "GET /lang/{lang}", "GET /login", "GET /metrics",
-        "GET /readyz", "GET /static/{version}/{name}", "POST /login"])
+        "GET /portal/lists/{list_id}.{fmt}", "GET /readyz", "GET /static/{version}/{name}", "POST /login"])
 
     # a route added behind the access layer's back answers 403 to everyone, operator included
     async def sneaky(request: web.Request) -> web.Response:

@@ -175,7 +175,7 @@ async def test_the_console_in_a_browser(browser, hub_factory, tmp_path):
     # -- a department: its own pages only --------------------------------------------------------
     context, page = await login(browser, hub, "amr1")
     assert page.url.endswith("/departments/amr")
-    assert await page.locator("nav.main a").all_inner_texts() == ["本部门", "合规", "隔离区", "部门与密钥"]
+    assert await page.locator("nav.main a").all_inner_texts() == ["本部门", "合规", "信用审查", "隔离区", "部门与密钥"]
     response = await page.goto("/departments/court")
     assert response.status == 403
     await shot(page, "department-403")

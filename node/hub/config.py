@@ -85,6 +85,16 @@ class ComplianceSection:
 
 
 @dataclass(frozen=True)
+class PortalSection:
+    """Public credit information (node/hub/credit.py): the rules, the province's amounts, credit checks."""
+
+    rules: Path | None = None  # publicity periods, repair, classes, labels, lists; default: the file shipped with cx
+    fine_individual: int | None = None  # 较低数额罚款 for individuals, yuan; default: the rules file's
+    fine_organisation: int | None = None  # … for organisations
+    credit_check_max: int = 5000  # credit codes in one credit check (信用审查)
+
+
+@dataclass(frozen=True)
 class HubConfig(config.LoadedFromFile):
     hub: HubSection = field(default_factory=HubSection)
     store: StoreSection = field(default_factory=StoreSection)
@@ -92,6 +102,7 @@ class HubConfig(config.LoadedFromFile):
     api: ApiSection = field(default_factory=ApiSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     compliance: ComplianceSection = field(default_factory=ComplianceSection)
+    portal: PortalSection = field(default_factory=PortalSection)
     path: Path | None = None
 
     @classmethod
