@@ -85,6 +85,24 @@ class ComplianceSection:
 
 
 @dataclass(frozen=True)
+class PortalSection:
+    """The public portal (公示查询, node/hub/portal.py): abuse limits and whom the public contacts."""
+
+    searches_per_minute: int = 20  # searches and list pages, per client address
+    views_per_minute: int = 60  # enterprise pages, proof checks and proof downloads, per client address
+    per_page: int = 20  # enterprises (or list members) on a result page
+    max_pages: int = 10  # result pages a search can be paged through: refine the search beyond (no bulk listing)
+    records_per_page: int = 10  # records per category on an enterprise page
+    contact: str = ""  # the hub operator's contact for objections, when a department has none of its own
+    contacts: dict[str, str] = field(default_factory=dict)  # department id -> how a subject objects to its records
+
+    def __post_init__(self) -> None:
+        for name in ("searches_per_minute", "views_per_minute", "per_page", "max_pages", "records_per_page"):
+            if not 1 <= getattr(self, name) <= 10000:
+                raise config.ConfigError(f"[portal] {name} = {getattr(self, name)}: give 1 to 10000 应为1至10000")
+
+
+@dataclass(frozen=True)
 class HubConfig(config.LoadedFromFile):
     hub: HubSection = field(default_factory=HubSection)
     store: StoreSection = field(default_factory=StoreSection)
@@ -92,6 +110,7 @@ class HubConfig(config.LoadedFromFile):
     api: ApiSection = field(default_factory=ApiSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     compliance: ComplianceSection = field(default_factory=ComplianceSection)
+    portal: PortalSection = field(default_factory=PortalSection)
     path: Path | None = None
 
     @classmethod
