@@ -37,16 +37,17 @@ class Feeder:
         self.seq, self.prev = 0, None
 
     def send(self, rtype: str, records: list[tuple[str, str | None]], received: str, *,
-             invalid: int = 0, changes: dict[str, Any] | None = None) -> str:
+             invalid: int = 0, changes: dict[str, Any] | None = None, reason: str = "撤销") -> str:
         """records: (record_id, event date) pairs — an event date of None retracts the record. `invalid` adds
         that many records the hub rejects (a bad credit code). The batch is stamped as received at `received`."""
         field = default_registry().get(rtype).event_date
         lines = []
         for record_id, event in records:
             if event is None:
-                lines.append(RecordLine(record_id, rtype, 1, "retract", None, {"adapter": "test"}, "撤销").to_bytes())
+                lines.append(RecordLine(record_id, rtype, 1, "retract", None, {"adapter": "test"}, reason).to_bytes())
             else:
                 data = {**example(rtype), field: event, **(changes or {})}
+                data = {k: v for k, v in data.items() if v is not None}  # a change to None drops the field
                 lines.append(RecordLine(record_id, rtype, 1, "upsert", data, {"adapter": "test"}).to_bytes())
         for i in range(invalid):
             data = {**example(rtype), "uscc": "91350100M000100Y4Z"}

@@ -86,8 +86,12 @@ class ComplianceSection:
 
 @dataclass(frozen=True)
 class PortalSection:
-    """The public portal (公示查询, node/hub/portal.py): abuse limits and whom the public contacts."""
+    """The public portal (公示查询, node/hub/portal.py) and the credit rules behind it (node/hub/credit.py)."""
 
+    rules: Path | None = None  # publicity periods, repair, classes, labels, lists; default: the file shipped with cx
+    fine_individual: int | None = None  # 较低数额罚款 for individuals, yuan; default: the rules file's
+    fine_organisation: int | None = None  # … for organisations
+    credit_check_max: int = 5000  # credit codes in one credit check (信用审查)
     searches_per_minute: int = 20  # searches and list pages, per client address
     views_per_minute: int = 60  # enterprise pages, proof checks and proof downloads, per client address
     per_page: int = 20  # enterprises (or list members) on a result page

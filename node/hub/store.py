@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    DDL, BigInteger, Column, Engine, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    DDL, BigInteger, Boolean, Column, Engine, Index, Integer, LargeBinary, MetaData, String, Table, Text,
     create_engine, event, select, text,
 )
 from sqlalchemy.engine import Connection, make_url
@@ -326,6 +326,58 @@ compliance_reports = Table(
     Column("signature", LargeBinary, nullable=False),  # the detached signature file's bytes
     Index("ux_compliance_reports", "period_from", "period_to", "scope", "lang", "format", unique=True),
 )
+
+# -- public credit information (node/hub/credit.py): kept by the credit projection from accepted versions --
+
+# one row per enterprise record that is or was published: its publicity period and any credit repair
+publicity = Table(
+    "publicity", metadata,
+    Column("dept", String(32), primary_key=True),
+    Column("record_id", String(RECORD_ID_MAX), primary_key=True),
+    Column("uscc", String(18), nullable=False),
+    Column("name", String(KEPT_DATA_FIELDS["subject_name"])),
+    Column("type", String(64), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("event_date", String(10)),  # ISO date
+    Column("public_until", String(10)),  # last day shown (ISO date, Asia/Shanghai); NULL: no end
+    Column("rule", String(64), nullable=False),  # id of the publicity rule applied
+    Column("repair_after", String(10)),  # the first day a credit repair is on time
+    Column("repaired_at", TIME),  # when the hub accepted the repair; NULL: not repaired
+    Column("repair_reason", Text),
+    Column("repair_early", Boolean, nullable=False, default=False),  # repaired before the minimum time
+    Column("facts", Text, nullable=False),  # JSON: the record's fields the label rules read
+    Column("ledger_index", BigInteger, nullable=False),
+    Index("ix_publicity_uscc", "uscc"),
+    Index("ix_publicity_until", "public_until"),
+)
+
+# each enterprise's warning class and labels, each label naming the records behind it
+standing = Table(
+    "standing", metadata,
+    Column("uscc", String(18), primary_key=True),
+    Column("name", String(KEPT_DATA_FIELDS["subject_name"])),
+    Column("class", String(16), nullable=False),
+    Column("labels", Text, nullable=False),  # JSON [{"id", "since", "records": [[dept, record_id], …]}]
+    Column("updated", TIME, nullable=False),
+    Column("next_change", String(10)),  # the day time alone changes it (a period or a label ends)
+    Index("ix_standing_class", "class"),
+    Index("ix_standing_next_change", "next_change"),
+)
+
+# red and black list membership (守信激励 / 失信惩戒)
+list_entries = Table(
+    "list_entries", metadata,
+    Column("list_id", String(32), primary_key=True),
+    Column("uscc", String(18), primary_key=True),
+    Column("name", String(KEPT_DATA_FIELDS["subject_name"])),
+    Column("entered", String(10), nullable=False),
+    Column("basis", Text, nullable=False),  # JSON [[dept, record_id], …]
+    Column("ends", Text, nullable=False),  # the condition that ends it
+    Column("ended", String(10)),  # NULL: still on the list
+    Column("public", Boolean, nullable=False),
+    Index("ix_list_entries_list", "list_id", "ended", "entered"),
+)
+
 
 # the public portal's enterprise index (node/hub/search.py keeps it from accepted registrations)
 enterprises = Table(
