@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy import and_, select
+from sqlalchemy import and_, exists, select
 from sqlalchemy.engine import Connection
 
 from ..protocol import jsonutil
@@ -225,15 +225,16 @@ def record_item(store: Store, code: str, dept: str, record_id: str, settings: Po
 
 
 def _filters(f: search.Filters, day: date) -> list[Any]:
-    """The record-type and warning-class filters: conditions on the credit tables."""
+    """The record-type and warning-class filters: conditions on the credit tables, looked up per match
+    (by their enterprise indexes), so a name search stays an index search."""
     from .store import publicity, standing
 
+    code = search.enterprises.c.code
     out = []
     if f.type:
-        out.append(search.enterprises.c.code.in_(
-            select(publicity.c.uscc).where(publicity.c.type == f.type, credit._public_clause(day))))
+        out.append(exists().where(publicity.c.uscc == code, publicity.c.type == f.type, credit._public_clause(day)))
     if f.warning:
-        out.append(search.enterprises.c.code.in_(select(standing.c.uscc).where(standing.c["class"] == f.warning)))
+        out.append(exists().where(standing.c.uscc == code, standing.c["class"] == f.warning))
     return out
 
 
