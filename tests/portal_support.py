@@ -67,6 +67,8 @@ def corpus_lines(count: int, seed: int = 13) -> tuple[Corpus, dict[str, list[tup
     corpus = Corpus()
     out: dict[str, list[tuple[bytes, str]]] = {"amr": [], "court": []}
     names = list(NAMED)
+    if count > len(NAMED) + len(WORDS) ** 2 * len(TRADES) // 2:
+        raise ValueError(f"{count} enterprises: the generated names do not go that far")
     while len(names) < count:
         name = f"洛阳{rnd.choice(WORDS)}{rnd.choice(WORDS)}{rnd.choice(TRADES)}有限公司"
         if name not in {n for n, _ in names}:
