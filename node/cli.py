@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify_report.add_argument("--signature", type=Path, help="its signature file (default: REPORT.sig)")
     verify_report.add_argument("--public-key", required=True, type=Path, help="the hub's public key (PEM)")
     verify_report.set_defaults(run=run_verify_report)
+    verify_check = commands.add_parser("verify-credit-check", help="check a credit check's signed document offline "
+                                                                   "验证信用审查结果")
+    verify_check.add_argument("document", type=Path, help="the signed JSON document the hub gave (credit-check-….json)")
+    verify_check.add_argument("--public-key", required=True, type=Path, help="the hub's public key (PEM)")
+    verify_check.set_defaults(run=run_verify_credit_check)
 
     from .hub import cli as hub_cli
     from .hub.compliance_cli import register_report
@@ -265,6 +270,36 @@ def run_verify_trail(args: argparse.Namespace) -> int:
     print(f"  checkpoint 检查点: size {cp.size}, root {cp.root}, {cp.time}, signed by hub key {cp.key_id}")
     if entries:
         print(f"  from {entries[0]['time']} to {entries[-1]['time']}")
+    return EXIT_OK
+
+
+# -- cx verify-credit-check -------------------------------------------------------------------
+
+def run_verify_credit_check(args: argparse.Namespace) -> int:
+    from .hub.creditcheck import CheckInvalid, verify
+
+    key = _load_public_key(args.public_key)
+    try:
+        data = args.document.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"无法读取 cannot read {exc.filename}: {exc.strerror}") from None
+    try:
+        doc = verify(data, key)
+    except CheckInvalid as exc:
+        print(f"INVALID 验证失败: {exc}")
+        return EXIT_INVALID
+    counts = doc["counts"]
+    print("VALID 验证通过")
+    print(f"  check 审查编号:     {doc['check_id']} at {doc['time']} (rules 规则 {doc['rules']['version']})")
+    print(f"  purpose 用途:       {doc['purpose_zh']} {doc['purpose_en']}")
+    print(f"  requested by 审查人: {doc['requested_by']['actor']} ({doc['requested_by']['role']})")
+    print(f"  enterprises 企业:   {counts['checked']} checked, {counts['invalid']} invalid lines; classes "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts["classes"].items())))
+    for dept, read in sorted(doc["ledger"].items()):
+        cp = read["checkpoint"]
+        print(f"  ledger 账本 {dept}: {read['applied']} versions read; checkpoint "
+              + (f"size {cp['size']} root {cp['root'][:16]}… at {cp['time']} (signature valid)" if cp else "none"))
+    print(f"  signed by 签名:     hub key {key.key_id}")
     return EXIT_OK
 
 

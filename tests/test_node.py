@@ -361,6 +361,17 @@ def test_snapshot_mode_retracts_deleted_rows(hub_factory, tmp_path):
     held = hub_records(hub, "amr")
     assert held["amr-penalty-1"]["status"] == "active" and held["amr-penalty-1"]["versions"] == 3
 
+    # staff end a record's publication by credit repair: a retraction with the reason they give
+    done = node.cx("retract", "penalties", "amr-penalty-6", "--reason", "信用修复：已履行行政处罚决定")
+    assert done.returncode == 0 and "credit repair" in done.stdout, done.stderr
+    assert node.cx("retract", "penalties", "no-such-record", "--reason", "x").returncode == 2
+    delivered(node.once(), REJECTED_HERE)
+    assert hub_records(hub, "amr")["amr-penalty-6"]["status"] == "retracted"
+    with hub.store().reader.connect() as conn:
+        reason = conn.execute(sa.select(record_versions.c.line).where(record_versions.c.record_id == "amr-penalty-6")
+                              .order_by(record_versions.c.ledger_index.desc())).first().line
+    assert "信用修复：已履行行政处罚决定" in bytes(reason).decode()
+
 
 # -- invalid rows: reported locally, never sent ----------------------------------------------------
 

@@ -54,6 +54,7 @@ class Permission(str, enum.Enum):
     KEYS_MANAGE = "keys_manage"  # enrol departments, rotate and revoke keys
     TRAIL = "trail"  # the access trail (留痕) and its export
     COMPLIANCE = "compliance"  # deadline compliance: the page, reports and their downloads (a department: its own)
+    CREDIT_CHECK = "credit_check"  # credit checks (信用审查) of enterprises for procurement, support, honours
 
 
 GRANTS: dict[str, frozenset[Permission]] = {
@@ -61,7 +62,8 @@ GRANTS: dict[str, frozenset[Permission]] = {
     "office": frozenset({Permission.SIGNED_IN, Permission.OVERVIEW, Permission.DEPARTMENT, Permission.DIRECTORY,
                          Permission.COMPLIANCE}),
     "department": frozenset({Permission.SIGNED_IN, Permission.DEPARTMENT, Permission.DIRECTORY, Permission.RECORDS,
-                             Permission.PROOFS, Permission.BATCHES, Permission.QUARANTINE, Permission.COMPLIANCE}),
+                             Permission.PROOFS, Permission.BATCHES, Permission.QUARANTINE, Permission.COMPLIANCE,
+                             Permission.CREDIT_CHECK}),
     "auditor": frozenset({Permission.SIGNED_IN, Permission.DIRECTORY, Permission.RECORDS, Permission.PROOFS,
                           Permission.BATCHES, Permission.TRAIL}),
 }
@@ -296,7 +298,10 @@ async def _check_csrf(request: web.Request, principal: Principal) -> None:
     expected = session.get("csrf")
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        given = (await request.post()).get(CSRF_FIELD)
+        try:
+            given = (await request.post()).get(CSRF_FIELD)
+        except web.HTTPRequestEntityTooLarge:
+            raise Denied(413, "too_large", _("The form is too large (at most 1 MB, files included).")) from None
     if not expected or not isinstance(given, str) or not hmac.compare_digest(expected, given):
         raise Denied(403, "csrf", _("The form has expired or did not come from this console. Reload the page "
                                     "and try again."))

@@ -170,9 +170,11 @@ def register(commands: Any) -> None:
     service.add_argument("--print", action="store_true", dest="print_only", help="print the unit instead")
     service.set_defaults(run=run_install_service)
 
+    from . import credit_cli
     from .compliance_cli import register_hub
 
     register_hub(sub, _config_arg)
+    credit_cli.register_hub(sub, _config_arg)
 
     run = sub.add_parser("run", help="run ingest and the API")
     _config_arg(run)

@@ -18,6 +18,8 @@ The portal reads these tables only through the functions at the end of this modu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -26,19 +28,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.engine import Connection
 
 from ..config import ConfigError
 from ..protocol.envelope import utc_now
 from ..protocol.validation import china_today
 from .projections import Accepted
-from .store import Store, copy_rows, in_chunks, list_entries, publicity, standing
+from .store import Store, chunks, copy_rows, in_chunks, list_entries, publicity, standing
 from .timeliness import china_date, event_field
 
 log = structlog.get_logger("cx.hub.credit")
@@ -304,7 +307,20 @@ class Rules:
         return bool(reason) and reason.strip().startswith(self.repair_prefix)
 
     def class_rank(self, class_id: str | None) -> int:
-        return next((i for i, c in enumerate(self.classes) if c[0] == class_id), 0)
+        return self._ranks.get(class_id, 0) if class_id is not None else 0
+
+    @cached_property
+    def _ranks(self) -> dict[str, int]:
+        return {c[0]: i for i, c in enumerate(self.classes)}
+
+    @cached_property
+    def label_classes(self) -> dict[str, str | None]:
+        """Label id -> the class it gives (the first rule of that id with one), None for a favourable label."""
+        out: dict[str, str | None] = {}
+        for rule in self.labels:
+            if out.get(rule.id) is None:
+                out[rule.id] = rule.klass
+        return out
 
     def title(self, kind: str, ident: str, lang: str) -> str:
         """The name of a class, label or list in a language (zh | en)."""
@@ -394,7 +410,7 @@ class CreditProjection:
             current[v.record_id] = row
             if row:
                 touched.add(row["uscc"])
-        for chunk in _chunks(sorted(ids)):
+        for chunk in chunks(sorted(ids)):
             conn.execute(publicity.delete().where(publicity.c.dept == dept, publicity.c.record_id.in_(chunk)))
         copy_rows(conn, publicity, [row for row in current.values() if row])
         recompute(conn, self.rules, touched, self.today())
@@ -432,16 +448,13 @@ class CreditProjection:
             conn.execute(table.delete())
 
 
-def _chunks(items: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def recompute(conn: Connection, rules: Rules, usccs: Iterable[str], today: date) -> int:
     """Bring the standing and list memberships of these enterprises up to date; returns how many."""
     usccs = sorted(set(usccs))
     if not usccs:
         return 0
+    if conn.dialect.name == "postgresql":  # the projector (any hub process) and the sweep: one at a time
+        conn.execute(text("SELECT pg_advisory_xact_lock(804220)"))
     records: dict[str, list[dict[str, Any]]] = {u: [] for u in usccs}
     for r in in_chunks(conn, lambda chunk: select(publicity).where(publicity.c.uscc.in_(chunk)), usccs):
         row = dict(r._mapping)
@@ -459,20 +472,16 @@ def recompute(conn: Connection, rules: Rules, usccs: Iterable[str], today: date)
             if rows else None
         entry_rows.extend({**e, "uscc": uscc, "name": name or e.get("name")} for e in entries.values())
         if rows:
-            top = max((rules.class_rank(_label_class(rules, label["id"])) for label in labels), default=0)
+            top = max((rules.class_rank(rules.label_classes.get(label["id"])) for label in labels), default=0)
             standing_rows.append({"uscc": uscc, "name": name, "class": rules.classes[top][0],
                                   "labels": json.dumps(labels, ensure_ascii=False), "updated": now,
                                   "next_change": _iso(next_change)})
-    for chunk in _chunks(usccs):
+    for chunk in chunks(usccs):
         conn.execute(standing.delete().where(standing.c.uscc.in_(chunk)))
         conn.execute(list_entries.delete().where(list_entries.c.uscc.in_(chunk)))
     copy_rows(conn, standing, standing_rows)
     copy_rows(conn, list_entries, entry_rows)
     return len(usccs)
-
-
-def _label_class(rules: Rules, label_id: str) -> str | None:
-    return next((r.klass for r in rules.labels if r.id == label_id and r.klass), None)
 
 
 def _standing(rules: Rules, rows: list[dict[str, Any]], old: Mapping[str, dict[str, Any]],
@@ -532,7 +541,7 @@ def _standing(rules: Rules, rows: list[dict[str, Any]], old: Mapping[str, dict[s
             entries[rule.id] = _entry(rule, since, basis, None)
         elif previous:
             entries[rule.id] = {**_without_uscc(previous), "ended": previous["ended"] or day}
-    ordered = sorted(labels.values(), key=lambda label: -rules.class_rank(_label_class(rules, label["id"])))
+    ordered = sorted(labels.values(), key=lambda label: -rules.class_rank(rules.label_classes.get(label["id"])))
     future = [c for c in changes if c > today]
     return entries, ordered, min(future) if future else None
 
@@ -592,6 +601,22 @@ def sweep(store: Store, rules: Rules, today: date | None = None) -> int:
             done += recompute(conn, rules, due, today)
 
 
+async def run_sweeps(store: Store, rules: Rules, stop: asyncio.Event, interval: float = 60.0) -> None:
+    """`cx hub run`: sweep once a day (Asia/Shanghai), and at start, until `stop` is set."""
+    swept: date | None = None
+    while not stop.is_set():
+        today = china_today()
+        if today != swept:
+            try:
+                count = await asyncio.to_thread(sweep, store, rules, today)
+                log.info("credit sweep", day=today.isoformat(), enterprises=count)
+                swept = today
+            except Exception:  # noqa: BLE001 - the store is away: tried again next round
+                log.exception("credit sweep failed; retrying")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 # -- what the portal and the credit check read ----------------------------------------------------
 
 def is_public(row: Mapping[str, Any], today: date | str) -> bool:
@@ -631,7 +656,7 @@ def memberships(conn: Connection, uscc: str, *, public_only: bool = True,
         query = query.where(list_entries.c.public.is_(True))
     if not include_ended:
         query = query.where(list_entries.c.ended.is_(None))
-    return [_entry_out(r) for r in conn.execute(query.order_by(list_entries.c.entered.desc()))]
+    return [entry_out(r) for r in conn.execute(query.order_by(list_entries.c.entered.desc()))]
 
 
 def list_members(conn: Connection, list_id: str, page: int = 1, per_page: int = 50,
@@ -642,10 +667,10 @@ def list_members(conn: Connection, list_id: str, page: int = 1, per_page: int = 
     query = (select(list_entries).where(where)
              .order_by(list_entries.c.entered.desc(), list_entries.c.uscc)
              .offset(max(0, page - 1) * per_page).limit(per_page))
-    return [_entry_out(r) for r in conn.execute(query)], total
+    return [entry_out(r) for r in conn.execute(query)], total
 
 
-def _entry_out(row: Any) -> dict[str, Any]:
+def entry_out(row: Any) -> dict[str, Any]:
     out = dict(row._mapping)
     out["basis"] = json.loads(out["basis"])
     out["public"] = bool(out["public"])

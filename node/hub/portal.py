@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from ..protocol import jsonutil
 from ..protocol.errors import mask
 from ..protocol.validation import china_today
-from . import credit, i18n, queries, search
+from . import credit, credit_web, i18n, queries, search
 from .access import PerMinute, Permission, client_of, route
 from .config import HubConfig, PortalSection
 from .console import HUB_PUBLIC, render
@@ -66,9 +66,9 @@ class Portal:
     views: PerMinute
 
     @classmethod
-    def of(cls, cfg: HubConfig) -> Portal:
+    def of(cls, cfg: HubConfig, rules: credit.Rules) -> Portal:
         p = cfg.portal
-        return cls(p, credit.Rules.from_config(cfg), PerMinute(p.searches_per_minute), PerMinute(p.views_per_minute))
+        return cls(p, rules, PerMinute(p.searches_per_minute), PerMinute(p.views_per_minute))
 
     @property
     def lists(self) -> tuple[str, ...]:
@@ -434,8 +434,8 @@ async def list_page(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, cfg: HubConfig) -> None:
-    """The portal's routes; call after the console's (its templates and their environment)."""
-    portal = app[PORTAL] = Portal.of(cfg)
+    """The portal's routes; call after the console's (its templates) and credit_web's (the rules in force)."""
+    portal = app[PORTAL] = Portal.of(cfg, app[credit_web.RULES])
     aiohttp_jinja2.get_env(app).globals.update(credit_title=portal.title, list_ends=portal.ends,
                                                portal_lists=portal.lists)
     P = Permission.PUBLIC

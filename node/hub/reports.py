@@ -275,14 +275,39 @@ def tables(data: dict[str, Any], lang: str) -> list[tuple[str, list[tuple[str, s
 def render_xlsx(data: dict[str, Any], *, lang: str, generated: str, hub_key_id: str) -> bytes:
     """One sheet per section; Chinese headers by default, a frozen header row, real numbers and dates."""
     from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font, PatternFill
-    from openpyxl.utils import get_column_letter
 
     wb = Workbook()
     wb.remove(wb.active)
+    write_sheets(wb, tables(data, lang))
+    moment = parse_time(generated).astimezone(CHINA).replace(tzinfo=None)
+    wb.properties.creator = data["hub"]
+    wb.properties.title = Words(lang)._("Deadline compliance report")
+    wb.properties.created = wb.properties.modified = moment
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def xlsx_bytes(sections: list[tuple[str, list[tuple[str, str]], list[list[Any]]]]) -> bytes:
+    """A workbook of these sections (see `write_sheets`), as bytes."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.remove(wb.active)
+    write_sheets(wb, sections)
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def write_sheets(wb: Any, sections: list[tuple[str, list[tuple[str, str]], list[list[Any]]]]) -> None:
+    """One sheet per (title, [(header, kind)], rows): a frozen bold header, real numbers and dates, a filter."""
+    from openpyxl.styles import Alignment, Font, PatternFill
+    from openpyxl.utils import get_column_letter
+
     header_font, header_fill = Font(bold=True), PatternFill("solid", fgColor="EEF1F6")
     formats = {"int": "#,##0", "share": "0.0%", "days": "0.0", "date": "yyyy-mm-dd", "time": "yyyy-mm-dd hh:mm:ss"}
-    for title, columns, rows in tables(data, lang):
+    for title, columns, rows in sections:
         ws = wb.create_sheet(_sheet_title(title))
         ws.append([h for h, _ in columns])
         for cell in ws[1]:
@@ -303,13 +328,6 @@ def render_xlsx(data: dict[str, Any], *, lang: str, generated: str, hub_key_id: 
             ws.column_dimensions[get_column_letter(i)].width = width + 2
         if rows:
             ws.auto_filter.ref = ws.dimensions
-    moment = parse_time(generated).astimezone(CHINA).replace(tzinfo=None)
-    wb.properties.creator = data["hub"]
-    wb.properties.title = Words(lang)._("Deadline compliance report")
-    wb.properties.created = wb.properties.modified = moment
-    out = io.BytesIO()
-    wb.save(out)
-    return out.getvalue()
 
 
 def _sheet_title(title: str) -> str:
@@ -333,12 +351,20 @@ def _cell(value: Any, kind: str) -> Any:
 
 def render_csv(data: dict[str, Any], *, lang: str, generated: str, hub_key_id: str) -> bytes:
     """Every section one after another, each under its title, in UTF-8 with a BOM so that Excel reads it."""
+    return csv_sections(tables(data, lang), [Words(lang)._("Generated"), local_time(generated)])
+
+
+def csv_sections(sections: list[tuple[str, list[tuple[str, str]], list[list[Any]]]],
+                 first: list[str] | None = None) -> bytes:
+    """Sections one after another (each under its title when there are several), UTF-8 with a BOM for Excel."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([Words(lang)._("Generated"), local_time(generated)])
-    for title, columns, rows in tables(data, lang):
-        writer.writerow([])
-        writer.writerow([f"# {title}"])
+    if first:
+        writer.writerow(first)
+    for title, columns, rows in sections:
+        if first or len(sections) > 1:
+            writer.writerow([])
+            writer.writerow([f"# {title}"])
         writer.writerow([h for h, _ in columns])
         for row in rows:
             writer.writerow([_csv_cell(v, kind) for v, (_, kind) in zip(row, columns)])

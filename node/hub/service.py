@@ -25,7 +25,7 @@ from .metrics import HubMetrics
 from .projections import Projector, hub_projections
 from .reports import compliance_ctx
 from .store import Store
-from . import access, compliance_web, console, portal
+from . import access, compliance_web, console, credit, credit_web, portal
 from .web import BROKER_READY, HUB_NAME, LIGHTS, METRICS, STORE, add_routes, metrics_app
 
 log = structlog.get_logger("cx.hub")
@@ -52,12 +52,14 @@ def build_app(cfg: HubConfig) -> web.Application:
     app.cleanup_ctx.append(console.context(cfg))  # the access trail: flushed after ingest stops, before the store
     app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_projector_ctx)
+    app.cleanup_ctx.append(_credit_sweep_ctx)
     app.cleanup_ctx.append(_figures_ctx)
     app.cleanup_ctx.append(compliance_ctx(CONFIG))
     add_routes(app, metrics_here=cfg.metrics_listen() is None)
     console.add_routes(app)
     compliance_web.add_routes(app, cfg)
-    portal.add_routes(app, cfg)  # the public portal: after the console, whose templates it uses
+    credit_web.add_routes(app, cfg)
+    portal.add_routes(app, cfg)  # the public portal: after the console (templates) and credit_web (rules)
     return app
 
 
@@ -201,6 +203,15 @@ async def _projector_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PROJECTOR] = projector
     stop = asyncio.Event()
     task = asyncio.create_task(projector.run(stop))
+    yield
+    stop.set()
+    await task
+
+
+async def _credit_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Publicity periods end with time: once a day, the enterprises whose standing that changes are recomputed."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(credit.run_sweeps(app[STORE], app[credit_web.RULES], stop))
     yield
     stop.set()
     await task

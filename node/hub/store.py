@@ -378,6 +378,18 @@ list_entries = Table(
     Index("ix_list_entries_list", "list_id", "ended", "entered"),
 )
 
+# credit checks (信用审查) agencies ran: the signed document each got, kept so it can be fetched again
+credit_checks = Table(
+    "credit_checks", metadata,
+    Column("check_id", String(36), primary_key=True),
+    Column("time", TIME, nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("role", String(48), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("checked", Integer, nullable=False),  # valid credit codes checked
+    Column("document", LargeBinary, nullable=False),  # the signed JSON document, exactly as served
+    Index("ix_credit_checks_actor", "actor", "time"),
+)
 
 # the public portal's enterprise index (node/hub/search.py keeps it from accepted registrations)
 enterprises = Table(

@@ -129,6 +129,15 @@ def register(commands: Any) -> None:
     _config_arg(retry)
     retry.set_defaults(run=run_retry)
 
+    retract = sub.add_parser("retract", help="withdraw a record the node sent, or end its publication by credit "
+                                             "repair (reason starting with 信用修复) 撤销记录或信用修复")
+    _config_arg(retract)
+    retract.add_argument("stream", help="the stream that sent the record (node.toml [[streams]] name)")
+    retract.add_argument("record_id", help="the record's id, as sent")
+    retract.add_argument("--reason", required=True,
+                         help="why; start with 信用修复 for a credit repair, e.g. \"信用修复：已履行行政处罚决定\"")
+    retract.set_defaults(run=run_retract)
+
     rej = sub.add_parser("rejections", help="list rejected rows and why 退回明细")
     _config_arg(rej)
     rej.add_argument("--all", action="store_true", help="include rejections resolved by a later valid row")
@@ -446,6 +455,35 @@ def run_status(args: argparse.Namespace) -> int:
         print("      once looked into 处理后: cx node alerts --resolve all")
     size = status["file"]
     print(f"  outbox file 发件箱文件: {size['bytes'] / 2**20:,.1f} MiB ({size['free_bytes'] / 2**20:,.1f} MiB free pages)")
+    return 0
+
+
+def run_retract(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .collector import Preparer
+    from .outbox import Outbox
+
+    cfg = _load(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    streams = {s.name: s for s in cfg.stream_configs()}
+    if args.stream not in streams:
+        raise UsageError(f"没有该数据流 no stream {args.stream!r}; node.toml has: {', '.join(sorted(streams))}")
+    if not args.reason.strip():
+        raise UsageError("请说明原因 give a reason (--reason)")
+    outbox = Outbox(cfg.node.outbox)
+    try:
+        if outbox.latest_version(args.record_id) is None:
+            raise UsageError(f"本节点未发送过该记录 this node never sent record {args.record_id!r}")
+        stream = streams[args.stream]
+        queued = Preparer(cfg, {args.stream: "cx node retract"}).retraction(
+            args.stream, args.record_id, stream.type, f"cx node retract by {getpass.getuser()}", args.reason.strip())
+        outbox.commit_chunk(args.stream, [], [], deletions=[queued])
+    finally:
+        outbox.close()
+    kind = "credit repair 信用修复" if args.reason.strip().startswith("信用修复") else "retraction 撤销"
+    print(f"{kind} of {args.record_id} queued 已排队; the running node (or the next `cx node run`) sends it")
     return 0
 
 

@@ -166,11 +166,13 @@ class Preparer:
                      "code_tables": tables, "cx": __version__}
         return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
-    def retraction(self, stream: str, record_id: str, record_type: str, locator: str) -> Queued:
+    def retraction(self, stream: str, record_id: str, record_type: str, locator: str,
+                   reason: str = RETRACT_REASON) -> Queued:
+        """A retraction of a record this node sent; a reason starting with 信用修复 makes it a credit repair."""
         cfg = self.streams[stream]
         source = {"adapter": self.adapters[stream], "locator": locator, "extracted": utc_now()}
         record = RecordLine(record_id, record_type, self.record_schemas[stream].version, "retract", None, source,
-                            RETRACT_REASON)
+                            reason)
         return Queued(stream, record_id, cfg.type, record.schema_version, "retract", content_hash(record),
                       record.to_bytes(), locator)
 
