@@ -217,28 +217,46 @@ async def start_session(request: web.Request, name: str, password_changed: str) 
 
 
 @dataclass
+class PerMinute:
+    """At most `limit` requests a minute from one client address (a sliding window per address)."""
+
+    limit: int
+    seen: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))  # client -> recent request times
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        if len(self.seen) > 10000:  # forget addresses that have been quiet for a minute
+            for quiet in [c for c, times in self.seen.items() if not times or now - times[-1] > 60]:
+                del self.seen[quiet]
+        recent = self.seen[client]
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= self.limit:
+            return False
+        recent.append(now)
+        return True
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until the client's oldest counted request leaves the window."""
+        recent = self.seen.get(client)
+        return max(1, int(60 - (time.monotonic() - recent[0])) + 1) if recent else 1
+
+
+@dataclass
 class Settings:
     idle_seconds: float
     max_seconds: float
-    login_per_minute: int
+    logins: PerMinute  # attempts from one address, whatever the account
     language: str
-    tries: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))  # client -> recent log-in times
 
     @classmethod
     def of(cls, cfg: HubConfig) -> Settings:
         c = cfg.console
-        return cls(c.idle_timeout_minutes * 60, c.session_max_hours * 3600, c.login_attempts_per_minute, c.language)
+        return cls(c.idle_timeout_minutes * 60, c.session_max_hours * 3600, PerMinute(c.login_attempts_per_minute),
+                   c.language)
 
     def login_allowed(self, client: str) -> bool:
-        """At most `login_per_minute` attempts a minute from one address, whatever the account."""
-        now = time.monotonic()
-        recent = self.tries[client]
-        while recent and now - recent[0] > 60:
-            recent.popleft()
-        if len(recent) >= self.login_per_minute:
-            return False
-        recent.append(now)
-        return True
+        return self.logins.allow(client)
 
 
 async def identify(request: web.Request) -> Principal:

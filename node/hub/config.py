@@ -86,12 +86,24 @@ class ComplianceSection:
 
 @dataclass(frozen=True)
 class PortalSection:
-    """Public credit information (node/hub/credit.py): the rules, the province's amounts, credit checks."""
+    """The public portal (公示查询, node/hub/portal.py) and the credit rules behind it (node/hub/credit.py)."""
 
     rules: Path | None = None  # publicity periods, repair, classes, labels, lists; default: the file shipped with cx
     fine_individual: int | None = None  # 较低数额罚款 for individuals, yuan; default: the rules file's
     fine_organisation: int | None = None  # … for organisations
     credit_check_max: int = 5000  # credit codes in one credit check (信用审查)
+    searches_per_minute: int = 20  # searches and list pages, per client address
+    views_per_minute: int = 60  # enterprise pages, proof checks and proof downloads, per client address
+    per_page: int = 20  # enterprises (or list members) on a result page
+    max_pages: int = 10  # result pages a search can be paged through: refine the search beyond (no bulk listing)
+    records_per_page: int = 10  # records per category on an enterprise page
+    contact: str = ""  # the hub operator's contact for objections, when a department has none of its own
+    contacts: dict[str, str] = field(default_factory=dict)  # department id -> how a subject objects to its records
+
+    def __post_init__(self) -> None:
+        for name in ("searches_per_minute", "views_per_minute", "per_page", "max_pages", "records_per_page"):
+            if not 1 <= getattr(self, name) <= 10000:
+                raise config.ConfigError(f"[portal] {name} = {getattr(self, name)}: give 1 to 10000 应为1至10000")
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,8 @@ def _accepted(row: Any) -> Accepted:
 def hub_projections(cfg: Any = None) -> list[Projection]:
     """The projections a hub keeps (timeliness, search, warnings add themselves here)."""
     from .credit import CreditProjection, Rules
+    from .search import EnterpriseIndex
     from .timeliness import Basis, TimelinessProjection
 
     return [TimelinessProjection(Basis.from_config(cfg) if cfg is not None else Basis.default()),
-            CreditProjection(Rules.from_config(cfg) if cfg is not None else Rules.load())]
+            CreditProjection(Rules.from_config(cfg) if cfg is not None else Rules.load()), EnterpriseIndex()]

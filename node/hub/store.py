@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Engine, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    DDL, BigInteger, Boolean, Column, Engine, Index, Integer, LargeBinary, MetaData, String, Table, Text,
     create_engine, event, select, text,
 )
 from sqlalchemy.engine import Connection, make_url
@@ -390,6 +390,57 @@ credit_checks = Table(
     Column("document", LargeBinary, nullable=False),  # the signed JSON document, exactly as served
     Index("ix_credit_checks_actor", "actor", "time"),
 )
+
+# the public portal's enterprise index (node/hub/search.py keeps it from accepted registrations)
+enterprises = Table(
+    "enterprises", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),  # the text index's row id
+    Column("code", String(18), nullable=False, unique=True),  # the credit code, or the registration number without one
+    Column("uscc", String(18)),
+    Column("reg_no", String(15), index=True),
+    Column("name", String(KEPT_DATA_FIELDS["subject_name"]), nullable=False),
+    Column("region", String(6)),
+    Column("status", String(16)),
+    Column("enterprise_type", Text),
+    Column("legal_rep", Text),
+    Column("registered_capital", Text),
+    Column("currency", Text),
+    Column("established_date", String(10)),
+    Column("approval_date", String(10)),
+    Column("address", Text),
+    Column("business_scope", Text),
+    Column("registration_authority", Text),
+    Column("dept", String(32), nullable=False),  # the registration record it was taken from
+    Column("record_id", String(RECORD_ID_MAX), nullable=False),
+    Column("updated", TIME, nullable=False),
+    Index("ix_enterprises_record", "dept", "record_id"),
+    Index("ix_enterprises_region", "region", "id"),
+)
+
+# every two-character piece of each enterprise name: trigram indexes cannot answer a two-character query
+enterprise_bigrams = Table(
+    "enterprise_bigrams", metadata,
+    Column("gram", String(2), primary_key=True),
+    Column("enterprise_id", ID, primary_key=True),
+)
+
+# the store's own substring index on names: SQLite FTS5 (trigram tokenizer) as an external-content table
+# kept by triggers; PostgreSQL pg_trgm (a trusted extension: the database owner may create it)
+for _ddl in (
+    "CREATE VIRTUAL TABLE enterprises_fts USING fts5(name, content='enterprises', content_rowid='id', "
+    "tokenize='trigram')",
+    "CREATE TRIGGER enterprises_fts_insert AFTER INSERT ON enterprises BEGIN "
+    "INSERT INTO enterprises_fts(rowid, name) VALUES (new.id, new.name); END",
+    "CREATE TRIGGER enterprises_fts_delete AFTER DELETE ON enterprises BEGIN "
+    "INSERT INTO enterprises_fts(enterprises_fts, rowid, name) VALUES ('delete', old.id, old.name); END",
+    "CREATE TRIGGER enterprises_fts_update AFTER UPDATE OF name ON enterprises BEGIN "
+    "INSERT INTO enterprises_fts(enterprises_fts, rowid, name) VALUES ('delete', old.id, old.name); "
+    "INSERT INTO enterprises_fts(rowid, name) VALUES (new.id, new.name); END",
+):
+    event.listen(enterprises, "after_create", DDL(_ddl).execute_if(dialect="sqlite"))
+for _ddl in ("CREATE EXTENSION IF NOT EXISTS pg_trgm",
+             "CREATE INDEX ix_enterprises_name_trgm ON enterprises USING gin (name gin_trgm_ops)"):
+    event.listen(enterprises, "after_create", DDL(_ddl).execute_if(dialect="postgresql"))
 
 MAX_QUARANTINE_HEADER = 64 * 1024
 
