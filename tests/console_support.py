@@ -74,9 +74,10 @@ class ConsoleHub:
         await asyncio.to_thread(self.app[TRAIL].flush)
 
 
-def make_console_hub(base: Path, store_url: str, console: str = "", api: str = "") -> ConsoleHub:
+def make_console_hub(base: Path, store_url: str, console: str = "", api: str = "", more: str = "") -> ConsoleHub:
     """A hub folder (no broker reachable: the console does not need one) with amr and court enrolled,
-    a few records each (the registration holds an ID number), a heartbeat, and one account per role."""
+    a few records each (the registration holds an ID number), a heartbeat, and one account per role.
+    `more` is appended to hub.toml (further sections)."""
     base.mkdir(parents=True, exist_ok=True)
     key = SigningKey.generate()
     (base / "keys").mkdir(exist_ok=True)
@@ -97,6 +98,7 @@ listen = "127.0.0.1:{free_port()}"
 {api}
 [console]
 {console if "trail_flush_seconds" in console else "trail_flush_seconds = 0.2" + chr(10) + console}
+{more}
 """)
     cfg = HubConfig.load(base / "hub.toml")
     store = Store(cfg.store_url)

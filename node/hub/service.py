@@ -25,7 +25,7 @@ from .metrics import HubMetrics
 from .projections import Projector, hub_projections
 from .reports import compliance_ctx
 from .store import Store
-from . import access, compliance_web, console
+from . import access, compliance_web, console, portal
 from .web import BROKER_READY, HUB_NAME, LIGHTS, METRICS, STORE, add_routes, metrics_app
 
 log = structlog.get_logger("cx.hub")
@@ -57,6 +57,7 @@ def build_app(cfg: HubConfig) -> web.Application:
     add_routes(app, metrics_here=cfg.metrics_listen() is None)
     console.add_routes(app)
     compliance_web.add_routes(app, cfg)
+    portal.add_routes(app, cfg)  # the public portal: after the console, whose templates it uses
     return app
 
 
