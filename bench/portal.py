@@ -175,7 +175,7 @@ def _ensure_database(name: str, *, fresh: bool) -> None:
 # -- what to ask ------------------------------------------------------------------------------
 
 
-def queries(store: Store, enterprises: int, rng: random.Random) -> dict[str, list[str]]:
+def queries(store: Store, enterprises: int, rng: random.Random) -> dict[str, list[tuple[str, str | None]]]:
     """Paths for each phase, drawn from enterprises the corpus really holds."""
     picks = [f"amr-reg-{i}" for i in rng.sample(range(enterprises), min(SAMPLE, enterprises))]
     with store.reader.connect() as conn:
@@ -191,10 +191,11 @@ def queries(store: Store, enterprises: int, rng: random.Random) -> dict[str, lis
         "name_3": [t[:3] for t in trades if len(t) >= 3],
         "name_2": [t[:2] for t in trades if len(t) >= 2],
     }
-    paths = {kind: [f"/portal/search?q={quote(q)}" for q in qs] for kind, qs in pieces.items()}
-    paths["search_code"] = [f"/portal/search?q={code}" for _, code in found]
-    paths["enterprise_page"] = [f"/portal/enterprises/{code}" for _, code in found]
-    paths["enterprise_page_heavy"] = [f"/portal/enterprises/{code}" for code in heavy]
+    # (path, a text the answer must hold): a code search and a page name the enterprise
+    paths = {kind: [(f"/portal/search?q={quote(q)}", None) for q in qs] for kind, qs in pieces.items()}
+    paths["search_code"] = [(f"/portal/search?q={code}", name) for name, code in found]
+    paths["enterprise_page"] = [(f"/portal/enterprises/{code}", name) for name, code in found]
+    paths["enterprise_page_heavy"] = [(f"/portal/enterprises/{code}", code) for code in heavy]
     return paths
 
 
@@ -218,31 +219,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(base: str, paths: list[str], requests: int, concurrency: int,
-                rng: random.Random) -> tuple[list[float], dict[int, int], float]:
-    """`requests` GETs from `concurrency` closed-loop clients; latencies (s), statuses, elapsed (s)."""
+@dataclass
+class Measured:
+    latencies: list[float]
+    statuses: dict[int, int]
+    missing: int  # answers without the text they should hold
+    elapsed: float
+
+
+async def drive(base: str, paths: list[tuple[str, str | None]], requests: int, concurrency: int,
+                rng: random.Random) -> Measured:
+    """`requests` GETs from `concurrency` closed-loop clients, each timed from sending to the last byte."""
     todo = [rng.choice(paths) for _ in range(requests)]
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
+    got = Measured([], {}, 0, 0.0)
     timeout = aiohttp.ClientTimeout(total=60)
 
     async def client(session: aiohttp.ClientSession) -> None:
         while todo:
-            path = todo.pop()
+            path, expected = todo.pop()
             start = time.perf_counter()
             try:
                 async with session.get(base + path, allow_redirects=False) as resp:
-                    await resp.read()
+                    body = await resp.read()
                     status = resp.status
             except (aiohttp.ClientError, asyncio.TimeoutError):
-                status = 0
-            latencies.append(time.perf_counter() - start)
-            statuses[status] = statuses.get(status, 0) + 1
+                status, body = 0, b""
+            got.latencies.append(time.perf_counter() - start)
+            got.statuses[status] = got.statuses.get(status, 0) + 1
+            if expected and expected.encode() not in body:
+                got.missing += 1
 
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-        return latencies, statuses, time.perf_counter() - started
+        got.elapsed = time.perf_counter() - started
+        return got
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -250,13 +261,14 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
-def summary(latencies: list[float], statuses: dict[int, int], elapsed: float, cpu: float) -> dict[str, Any]:
-    ms = [x * 1000 for x in latencies]
-    return {"requests": len(ms), "statuses": {str(k): v for k, v in sorted(statuses.items())},
+def summary(got: Measured, cpu: float) -> dict[str, Any]:
+    ms = [x * 1000 for x in got.latencies]
+    return {"requests": len(ms), "statuses": {str(k): v for k, v in sorted(got.statuses.items())},
+            "missing_expected_text": got.missing,
             "p50_ms": round(percentile(ms, 50), 1), "p90_ms": round(percentile(ms, 90), 1),
             "p95_ms": round(percentile(ms, 95), 1), "p99_ms": round(percentile(ms, 99), 1),
             "max_ms": round(max(ms), 1), "mean_ms": round(sum(ms) / len(ms), 1),
-            "requests_per_second": round(len(ms) / elapsed, 1),
+            "requests_per_second": round(len(ms) / got.elapsed, 1),
             "hub_cpu_ms_per_request": round(cpu / len(ms) * 1000, 2)}
 
 
@@ -285,8 +297,8 @@ def run_load(site: Site, *, requests: int, concurrency: int, seed: int) -> dict[
             if not ps:
                 continue
             before = cpu_seconds(hub.pid)
-            latencies, statuses, elapsed = asyncio.run(drive(base, ps, requests, concurrency, rng))
-            phases[phase] = summary(latencies, statuses, elapsed, cpu_seconds(hub.pid) - before)
+            measured = asyncio.run(drive(base, ps, requests, concurrency, rng))
+            phases[phase] = summary(measured, cpu_seconds(hub.pid) - before)
             say(f"  {site.store} {phase}: p95 {phases[phase]['p95_ms']} ms, {phases[phase]['requests_per_second']}/s,"
                 f" statuses {phases[phase]['statuses']}")
         mixed = [(phase, latency) for phase in ("name_whole", "name_trade", "name_3", "name_2")

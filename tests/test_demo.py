@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -80,6 +81,10 @@ def test_demo_runs_headless(tmp_path):
         page = _compliance_page(f"http://127.0.0.1:{port}", office["name"], office["password"])
         rows = dict(re.findall(r'<tr data-dept="(\w+)" class="(\w*)">', page.split('id="ranking"')[1]))
         assert rows == {"amr": "", "court": "", "tax": "", "fda": "bad"}, rows  # bad: late records
+        # the public sees the repaired enterprise without its withdrawn penalty
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/portal/enterprises/{saved['uscc']}", timeout=30) as resp:
+            public = resp.read().decode()
+        assert saved["name"] in public and f"r-amr-{saved['record_id']}\"" not in public
         assert "/compliance" in done.stdout
         out, err = rerun.communicate(timeout=120)
         again = subprocess.CompletedProcess(rerun.args, rerun.returncode, out, err)
@@ -96,7 +101,6 @@ def _compliance_page(base: str, name: str, password: str, timeout: float = 60) -
     import http.cookiejar
     import time
     import urllib.parse
-    import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     deadline = time.time() + timeout

@@ -119,7 +119,7 @@ class SampleData:
         return ent
 
     def known_enterprise(self) -> Enterprise:
-        if not self.enterprises or self.rng.random() < 0.4:
+        if not self.enterprises or self.rng.random() < 0.1:  # now and then one the registry has not sent yet
             return self.enterprise()
         return self.rng.choice(self.enterprises)
 

@@ -87,8 +87,7 @@ class DemoSources:
             e = g.enterprise()
             day = g.event_date(4)  # registrations, 7 working days: on time
             regs.append({"qymc": e.name, "tyshxydm": g.corrupt_code(e.uscc) if g.chance(0.04) else e.uscc,
-                         "zzjgdm": e.org_code, "qylx": g.rng.choice(["有限责任公司（自然人投资或控股）",
-                                                                       "股份有限公司（非上市）", "个人独资企业"]),
+                         "zzjgdm": e.org_code, "qylx": enterprise_type(e, g),
                          "fddbr": e.legal_rep, "zczb": str(g.rng.choice([50, 100, 200, 500, 1000, 3000])),
                          "clrq": g.as_source_date(e.established, g.rng.randint(0, 3)), "zs": e.address,
                          "jyfw": "一般项目：日用百货销售；五金产品零售；技术服务、技术开发",
@@ -204,6 +203,15 @@ class DemoSources:
             conn.execute(spjyxk.insert(), rows)
         engine.dispose()
         return len(rows)
+
+
+def enterprise_type(e: Any, g: SampleData) -> str:
+    """The registration's enterprise type, as its name says it (a 股份有限公司 is no 个人独资企业)."""
+    if e.category == "individual_business":
+        return "个体工商户"
+    if e.name.endswith("股份有限公司"):
+        return "股份有限公司（非上市）"
+    return g.rng.choice(["有限责任公司（自然人投资或控股）", "有限责任公司（自然人独资）"])
 
 
 def _write_atomically(path: Path, write: Any) -> None:
