@@ -363,6 +363,13 @@ listen = "127.0.0.1:{self.args.port}"
 silent_after_seconds = 60            # the demo's nodes beat every 10 s
 [compliance]
 obligations = "obligations.toml"
+[portal]
+contact = "洛阳市企业信用信息交换中心（演示）：信用修复与异议窗口"
+[portal.contacts]
+amr = "洛阳市市场监督管理局信用监督管理科（演示）"
+court = "河南省洛阳市中级人民法院执行局（演示）"
+tax = "国家税务总局洛阳市税务局纳税服务科（演示）"
+fda = "洛阳市食品药品监督管理局政策法规科（演示）"
 """)
         (d / "obligations.toml").write_text(DEMO_OBLIGATIONS, "utf-8")
         cfg = HubConfig.load(d / "hub.toml")
