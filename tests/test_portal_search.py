@@ -20,7 +20,7 @@ from cx.hub.store import Store
 from cx.protocol.envelope import build_batch
 from cx.protocol.keys import SigningKey
 from cx.transport import Topology
-from examples import EXAMPLES, USCC_C
+from examples import EXAMPLES, USCC_A, USCC_C
 
 
 def _feed(store: Store, dept_key: SigningKey, lines: list[tuple[bytes, str]], seq: int = 1, prev=None):
@@ -133,3 +133,26 @@ def test_name_search_uses_the_text_index(indexed):
 def test_bigrams_of_a_name():
     assert bigrams("某某商贸") == {"某某", "某商", "商贸"} and bigrams("某") == set()
     assert len(NAMED) == len({n for n, _ in NAMED})
+
+
+def test_two_departments_registering_one_code_show_the_later_registration(store):
+    from cx.hub.projections import Accepted
+
+    def reg(dept: str, rid: str, name: str, approved: str, code: str = USCC_C, op: str = "upsert") -> Accepted:
+        data = {**EXAMPLES["enterprise_registration"], "subject_name": name, "uscc": code, "approval_date": approved}
+        return Accepted(dept, rid, "v", op, "enterprise_registration", 0, data if op == "upsert" else None, None,
+                        "t", "t", "b")
+
+    index = EnterpriseIndex()
+    with store.writer.begin() as conn:  # one chunk: decided in ledger order
+        index.apply(conn, [reg("amr", "r1", "洛阳甲乙商贸有限公司", "2026-03-01"),
+                           reg("civil", "c1", "洛阳甲乙协会", "2026-01-01")])  # earlier: does not replace
+    assert names(store, "甲乙") == ["洛阳甲乙商贸有限公司"]
+    with store.writer.begin() as conn:  # a later chunk: a later approval replaces it, under the same row
+        index.apply(conn, [reg("civil", "c1", "洛阳甲乙协会", "2026-05-01")])
+    assert names(store, "甲乙") == ["洛阳甲乙协会"] and names(store, "商贸") == []
+    with store.writer.begin() as conn:  # the shown registration withdrawn, and a corrected code, in one chunk
+        index.apply(conn, [reg("civil", "c1", "", "", op="retract"),
+                           reg("amr", "r1", "洛阳丙丁商贸有限公司", "2026-06-01", code=USCC_A)])
+    assert names(store, "甲乙") == [] and names(store, USCC_A) == ["洛阳丙丁商贸有限公司"]
+    assert names(store, USCC_C) == [] and names(store, "丙丁") == ["洛阳丙丁商贸有限公司"]

@@ -22,14 +22,14 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import Integer, and_, column, delete, select
+from sqlalchemy import Integer, and_, bindparam, column, delete, select, tuple_
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection
 
 from ..protocol.codes import uscc_problem
 from ..protocol.envelope import utc_now
 from .projections import Accepted
-from .store import enterprise_bigrams, enterprises, in_chunks, rows
+from .store import chunks, enterprise_bigrams, enterprises, in_chunks, insert_many, rows
 
 NAME = "enterprise_search"
 REGISTRATION = "enterprise_registration"
@@ -78,6 +78,11 @@ def bigrams(name: str) -> set[str]:
     return {name[i:i + 2] for i in range(len(name) - 1)}
 
 
+ENTRY = ("code", "uscc", "name", *COPIED, "dept", "record_id")  # an index row's columns from its registration
+HELD = (enterprises.c.id, enterprises.c.code, enterprises.c.name, enterprises.c.dept, enterprises.c.record_id,
+        enterprises.c.approval_date)
+
+
 def _entry(v: Accepted, data: Mapping[str, Any]) -> dict[str, Any]:
     uscc = data.get("uscc")
     region = data.get("region") or (uscc[2:8] if uscc else None)
@@ -86,49 +91,69 @@ def _entry(v: Accepted, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class EnterpriseIndex:
-    """Keeps `enterprises` (and its name indexes) from accepted registration records."""
+    """Keeps `enterprises` (and its name indexes) from accepted registration records.
+
+    A chunk is decided in memory, in ledger order, from the rows it touches (read in two queries);
+    then written in a few statements: millions of registrations are loaded at the pace of the ledger.
+    """
 
     name = NAME
 
     def apply(self, conn: Connection, versions: Sequence[Accepted]) -> None:
-        now = utc_now()
-        for v in versions:
-            if v.type != REGISTRATION:
-                continue
-            if v.op != "upsert" or not v.data:
-                self._remove(conn, v.dept, v.record_id)
-                continue
-            entry = _entry(v, v.data)
-            if not entry["code"]:
+        regs = [v for v in versions if v.type == REGISTRATION]
+        if not regs:
+            return
+        decided = [(v, _entry(v, v.data) if v.op == "upsert" and v.data else None) for v in regs]
+        codes = {e["code"] for _, e in decided if e and e["code"]}
+        held = {r.code: r for r in in_chunks(conn, lambda chunk: select(*HELD).where(
+            enterprises.c.code.in_(chunk)), codes)}
+        held.update({r.code: r for r in in_chunks(conn, lambda chunk: select(*HELD).where(
+            tuple_(enterprises.c.dept, enterprises.c.record_id).in_(chunk)), {(v.dept, v.record_id) for v in regs})})
+        shown: dict[str, dict[str, Any] | None] = {code: dict(r._mapping) for code, r in held.items()}
+        source = {(r.dept, r.record_id): code for code, r in held.items()}  # registration record -> its code
+        touched: set[str] = set()
+        for v, entry in decided:
+            key = (v.dept, v.record_id)
+            was = source.get(key)
+            if was is not None and (entry is None or entry["code"] != was):  # withdrawn, or its code corrected
+                shown[was] = None
+                touched.add(was)
+                del source[key]
+            if entry is None or not entry["code"]:
                 continue  # neither a credit code nor a registration number: nothing to look it up by
-            same = conn.execute(select(enterprises.c.id, enterprises.c.code).where(
-                enterprises.c.dept == v.dept, enterprises.c.record_id == v.record_id)).first()
-            if same is not None and same.code != entry["code"]:  # a correction changed the code
-                self._remove(conn, v.dept, v.record_id)
-            held = conn.execute(select(enterprises.c.id, enterprises.c.name, enterprises.c.dept,
-                                       enterprises.c.record_id, enterprises.c.approval_date)
-                                .where(enterprises.c.code == entry["code"])).first()
-            if held is None:
-                new_id = conn.execute(enterprises.insert().values(**entry, updated=now)).inserted_primary_key[0]
-                conn.execute(enterprise_bigrams.insert(), [{"gram": g, "enterprise_id": new_id}
-                                                           for g in bigrams(entry["name"])])
-                continue
-            other = (held.dept, held.record_id) != (v.dept, v.record_id)
-            if other and (held.approval_date or "") > (entry["approval_date"] or ""):
-                continue  # another department's later registration stands
-            conn.execute(enterprises.update().where(enterprises.c.id == held.id).values(**entry, updated=now))
-            if held.name != entry["name"]:
-                conn.execute(delete(enterprise_bigrams).where(enterprise_bigrams.c.enterprise_id == held.id))
-                conn.execute(enterprise_bigrams.insert(), [{"gram": g, "enterprise_id": held.id}
-                                                           for g in bigrams(entry["name"])])
+            other = shown.get(entry["code"])
+            if other is not None and (other["dept"], other["record_id"]) != key:
+                if (other["approval_date"] or "") > (entry["approval_date"] or ""):
+                    continue  # another department's later registration stands
+                source.pop((other["dept"], other["record_id"]), None)
+            shown[entry["code"]] = entry
+            touched.add(entry["code"])
+            source[key] = entry["code"]
+        self._write(conn, held, {code: shown[code] for code in touched})
 
     @staticmethod
-    def _remove(conn: Connection, dept: str, record_id: str) -> None:
-        found = conn.execute(select(enterprises.c.id).where(enterprises.c.dept == dept,
-                                                            enterprises.c.record_id == record_id)).scalar()
-        if found is not None:
-            conn.execute(delete(enterprise_bigrams).where(enterprise_bigrams.c.enterprise_id == found))
-            conn.execute(delete(enterprises).where(enterprises.c.id == found))
+    def _write(conn: Connection, held: dict[str, Any], shown: dict[str, dict[str, Any] | None]) -> None:
+        now = utc_now()
+        gone = [held[code].id for code, row in shown.items() if row is None and code in held]
+        kept = {code: row for code, row in shown.items() if row is not None and code in held}
+        new = [{**row, "updated": now} for code, row in shown.items() if row is not None and code not in held]
+        renamed = [held[code].id for code, row in kept.items() if row["name"] != held[code].name]
+        stale = gone + renamed
+        for chunk in chunks(stale):
+            conn.execute(delete(enterprise_bigrams).where(enterprise_bigrams.c.enterprise_id.in_(chunk)))
+        for chunk in chunks(gone):
+            conn.execute(delete(enterprises).where(enterprises.c.id.in_(chunk)))
+        if kept:
+            conn.execute(enterprises.update().where(enterprises.c.id == bindparam("_id"))
+                         .values({c: bindparam(c) for c in (*ENTRY, "updated")}),
+                         [{**row, "_id": held[code].id, "updated": now} for code, row in kept.items()])
+        insert_many(conn, enterprises, new)
+        ids = {r.code: r.id for r in in_chunks(conn, lambda chunk: select(enterprises.c.code, enterprises.c.id)
+                                                .where(enterprises.c.code.in_(chunk)), [r["code"] for r in new])}
+        names = {ids[r["code"]]: r["name"] for r in new}
+        names.update({held[code].id: row["name"] for code, row in kept.items() if held[code].id in renamed})
+        insert_many(conn, enterprise_bigrams, [{"gram": g, "enterprise_id": i}
+                                               for i, name in names.items() for g in sorted(bigrams(name))])
 
     def clear(self, conn: Connection) -> None:
         conn.execute(delete(enterprise_bigrams))
