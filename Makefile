@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv test bench chaos fuzz demo services dist clean
+.PHONY: venv test bench bench-portal chaos fuzz demo services dist clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,13 @@ chaos: venv services
 # for. Prints its figures; FUZZ_ARGS passes options (python tests/fuzz.py --help)
 fuzz: venv services
 	$(BIN)/python tests/fuzz.py $(FUZZ_ARGS)
+
+# the public portal over 1,000,000 generated enterprises and 5,000,000 records, on SQLite and PostgreSQL:
+# search and enterprise-page latency against a running hub; figures in bench-results/portal.json and .md.
+# The corpus is made once (the long part, kept in var/bench-portal/); PORTAL_BENCH_ARGS passes options
+# (python bench/portal.py --help), e.g. PORTAL_BENCH_ARGS="--enterprises 200000 --records 1000000"
+bench-portal: venv services
+	$(BIN)/python bench/portal.py $(PORTAL_BENCH_ARGS)
 
 # the wheel, the sdist and every dependency as a wheel, for a department's machine without internet (dist/)
 dist: venv

@@ -6,11 +6,13 @@ import json
 import re
 import subprocess
 import sys
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
 
-from cx.hub.store import Store, heartbeats, records
+from cx.demo.run import DEMO_LISTS
+from cx.hub.store import Store, heartbeats, list_entries, publicity, records
 from cx.transport import Topology
 from support import delete_broker_state, drop_pg_database, free_port, run_sync, unique
 
@@ -38,10 +40,23 @@ def test_demo_runs_headless(tmp_path):
         with store.reader.connect() as conn:
             held = dict(conn.execute(select(records.c.dept, func.count()).group_by(records.c.dept)).all())
             beating = {r.dept for r in conn.execute(select(heartbeats.c.dept))}
-        store.dispose()
         assert set(held) == {"amr", "court", "tax", "fda"}, held
         assert all(n >= 10 for n in held.values()), held
         assert beating == {"amr", "court", "tax", "fda"}
+        # the portal: enterprises with records from several departments, someone on every list, one repair
+        with store.reader.connect() as conn:
+            listed = dict(conn.execute(select(list_entries.c.list_id, func.count())
+                                       .where(list_entries.c.ended.is_(None)).group_by(list_entries.c.list_id)).all())
+            several = conn.execute(select(publicity.c.uscc).group_by(publicity.c.uscc)
+                                   .having(func.count(publicity.c.dept.distinct()) >= 3)).all()
+            repaired = conn.execute(select(publicity.c.record_id, publicity.c.repair_reason)
+                                    .where(publicity.c.repaired_at.is_not(None))).all()
+        store.dispose()
+        assert set(listed) >= set(DEMO_LISTS), listed
+        assert several, "no enterprise has records from three departments"
+        saved = json.loads((state / "demo.json").read_text())["repaired"]
+        assert [(r.record_id, r.repair_reason.startswith("信用修复")) for r in repaired] == [(saved["record_id"], True)]
+        assert f"/portal/enterprises/{saved['uscc']}" in done.stdout and "/portal" in done.stdout
         # the compliance report: the food and drug department delivers late, the others on time
         today = datetime.now(timezone(timedelta(hours=8))).date()
         report = tmp_path / "compliance.json"
@@ -66,6 +81,10 @@ def test_demo_runs_headless(tmp_path):
         page = _compliance_page(f"http://127.0.0.1:{port}", office["name"], office["password"])
         rows = dict(re.findall(r'<tr data-dept="(\w+)" class="(\w*)">', page.split('id="ranking"')[1]))
         assert rows == {"amr": "", "court": "", "tax": "", "fda": "bad"}, rows  # bad: late records
+        # the public sees the repaired enterprise without its withdrawn penalty
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/portal/enterprises/{saved['uscc']}", timeout=30) as resp:
+            public = resp.read().decode()
+        assert saved["name"] in public and f"r-amr-{saved['record_id']}\"" not in public
         assert "/compliance" in done.stdout
         out, err = rerun.communicate(timeout=120)
         again = subprocess.CompletedProcess(rerun.args, rerun.returncode, out, err)
@@ -82,7 +101,6 @@ def _compliance_page(base: str, name: str, password: str, timeout: float = 60) -
     import http.cookiejar
     import time
     import urllib.parse
-    import urllib.request
 
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     deadline = time.time() + timeout

@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from sqlalchemy import select
+
+from .. import transport
+from ..handover import Handover
 from ..hub import registry
 from ..hub.broker import ManagementAPI, deprovision, provision_hub
 from ..hub.config import HubConfig
-from ..hub.store import Store
+from ..hub.store import Store, records
+from ..protocol.envelope import RecordLine, build_batch, utc_now
 from ..protocol.keys import PublicKey, SigningKey, generate_key_files
 from ..protocol.validation import CHINA
 from ..transport import Topology
@@ -36,6 +41,11 @@ DEPARTMENTS = {
     "fda": ("洛阳市食品药品监督管理局", "410300"),
 }
 STATE_VERSION = 1
+# the lists the sample records put enterprises on (node/hub/credit_rules.toml)
+DEMO_LISTS = ("abnormal", "serious_violation", "judgment_debtors", "red")
+# the market regulator's credit-repair desk (信用修复窗口): a second node of the department that sends repairs
+REPAIR_NODE = "amr-repair"
+REPAIR_REASON = "信用修复：当事人已履行行政处罚决定、完成整改并作出信用承诺，准予提前停止公示"
 DEMO_ACCOUNTS = (("operator", "operator"), ("office", "office"), ("amr", "department:amr"), ("auditor", "auditor"))
 # what the demo's joint-meeting office expects of the four departments (cx hub obligations show)
 DEMO_OBLIGATIONS = """\
@@ -199,6 +209,7 @@ class Demo:
         self.processes: dict[str, subprocess.Popen] = {}
         self.stopping = False
         self.logins: dict[str, Any] = {"accounts": [], "token": ""}
+        self.repaired: dict[str, str] | None = None  # the penalty the repair desk withdrew (信用修复)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -211,12 +222,14 @@ class Demo:
         keys = self.ensure_keys()
         sources = self.ensure_sources()
         cfg = self.ensure_hub(keys)
-        changes = asyncio.run(provision_hub(cfg, {dept: [f"{dept}-1"] for dept in DEPARTMENTS}))
+        changes = asyncio.run(provision_hub(cfg, {dept: [f"{dept}-1", *([REPAIR_NODE] if dept == "amr" else [])]
+                                                  for dept in DEPARTMENTS}))
         say(f"broker: vhost {self.topology.vhost} provisioned ({len(changes)} change(s))")
         for dept in DEPARTMENTS:
             self.write_node(dept, sources, cfg)
-        (self.state / "demo.json").write_text(json.dumps({"version": STATE_VERSION, "vhost": self.topology.vhost,
-                                                          "user_prefix": self.topology.user_prefix}))
+        saved = json.loads((self.state / "demo.json").read_text()) if reused else {}
+        self.repaired = saved.get("repaired")
+        self.save_state()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._stop)
         try:
@@ -230,6 +243,8 @@ class Demo:
                 if self.args.duration and time.time() - started > self.args.duration:
                     break
                 self.check_children()
+                if self.repaired is None:
+                    self.repaired = asyncio.run(self.repair_a_penalty(cfg))
                 sources.grow()
                 if not self.args.quiet and time.time() - last_status > 15:
                     self.status_line()
@@ -239,6 +254,58 @@ class Demo:
             self.shutdown()
         self.status_line(final=True)
         return 0
+
+    def save_state(self) -> None:
+        (self.state / "demo.json").write_text(json.dumps({
+            "version": STATE_VERSION, "vhost": self.topology.vhost, "user_prefix": self.topology.user_prefix,
+            "repaired": self.repaired}, ensure_ascii=False))
+
+    async def repair_a_penalty(self, cfg: HubConfig) -> dict[str, str] | None:
+        """信用修复: once the first market-regulation penalty is public, the repair desk ends its publication.
+
+        A repair is a retraction whose reason starts with 信用修复, signed with the department's key and
+        sent by its repair desk's own node; the portal stops showing the penalty, the history keeps it.
+        """
+        store = Store(cfg.store_url)
+        try:
+            with store.reader.connect() as conn:
+                penalty = conn.execute(
+                    select(records.c.record_id, records.c.uscc, records.c.subject_name)
+                    .where(records.c.dept == "amr", records.c.type == "administrative_penalty",
+                           records.c.status == "active", records.c.uscc.is_not(None))
+                    .order_by(records.c.ledger_index).limit(1)).first()
+        finally:
+            store.dispose()
+        if penalty is None:
+            return None  # not yet accepted: try again next round
+        line = RecordLine(penalty.record_id, "administrative_penalty", 1, "retract", None,
+                          {"adapter": "credit-repair-desk", "locator": penalty.record_id, "extracted": utc_now()},
+                          REPAIR_REASON)
+        batch = build_batch(SigningKey.load(self.keys / "amr.key"), dept="amr", node=REPAIR_NODE, seq=1, prev=None,
+                            lines=[line.to_bytes()], schemas={"administrative_penalty": 1})
+        handover = Handover.load(cfg.handover_dir / "amr" / f"{REPAIR_NODE}.toml")
+        connection = await transport.connect(handover.broker_url)
+        try:
+            channel = await transport.confirmed_channel(connection)
+            exchange = await channel.get_exchange(self.topology.records_exchange, ensure=False)
+            await transport.publish(exchange, "amr.administrative_penalty", batch.to_bytes(),
+                                    message_type=transport.BATCH, message_id=batch.header.batch_id,
+                                    user_id=handover.broker_user)
+            queue = await channel.get_queue(handover.receipts_queue, ensure=False)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                message = await queue.get(fail=False)
+                if message is not None:
+                    await message.ack()
+                    break
+                await asyncio.sleep(0.3)
+        finally:
+            await connection.close()
+        self.repaired = {"record_id": penalty.record_id, "uscc": penalty.uscc, "name": penalty.subject_name}
+        self.save_state()
+        say(f"  credit repair 信用修复: {penalty.subject_name}'s penalty {penalty.record_id} is no longer public — "
+            f"http://127.0.0.1:{self.args.port}/portal/enterprises/{penalty.uscc}")
+        return self.repaired
 
     def ensure_keys(self) -> dict[str, SigningKey]:
         self.keys.mkdir(parents=True, exist_ok=True)
@@ -296,6 +363,13 @@ listen = "127.0.0.1:{self.args.port}"
 silent_after_seconds = 60            # the demo's nodes beat every 10 s
 [compliance]
 obligations = "obligations.toml"
+[portal]
+contact = "洛阳市企业信用信息交换中心（演示）：信用修复与异议窗口"
+[portal.contacts]
+amr = "洛阳市市场监督管理局信用监督管理科（演示）"
+court = "河南省洛阳市中级人民法院执行局（演示）"
+tax = "国家税务总局洛阳市税务局纳税服务科（演示）"
+fda = "洛阳市食品药品监督管理局政策法规科（演示）"
 """)
         (d / "obligations.toml").write_text(DEMO_OBLIGATIONS, "utf-8")
         cfg = HubConfig.load(d / "hub.toml")
@@ -309,6 +383,7 @@ obligations = "obligations.toml"
             registry.add_node(store, dept, f"{dept}-1")  # a demo state from before nodes were enrolled
             if keys[dept].key_id not in enrolled.get(dept, set()):
                 registry.add_key(store, dept, PublicKey.from_raw(keys[dept].public.raw))
+        registry.add_node(store, "amr", REPAIR_NODE)
         self.logins = self.ensure_accounts(store, cfg)
         store.dispose()
         return cfg
@@ -419,6 +494,8 @@ listen = "127.0.0.1:{port}"
             "Credit Exchange demo is running 演示已启动",
             f"  console 控制台:       {base}/",
             f"  compliance 合规:      {base}/compliance   (the office's view: 食品药品监督管理局 delivers late 逾期报送)",
+            f"  portal 公示查询:      {base}/portal   (public, no login 公众无需登录; e.g. search 搜索 “洛阳”)",
+            f"    lists 名单:         {base}/portal/lists/{{{','.join(DEMO_LISTS)}}}",
         ]
         for login in self.logins["accounts"]:
             lines.append(f"    {login['role']:<16} login 登录: {login['name']:<9} / {login['password']}")
@@ -557,6 +634,25 @@ table = "jyyc"
 key = ["id"]
 cursor = "gxsj"
 record_id = "amr-jyyc-{{id}}"
+[streams.fields]
+subject_name = "qymc"
+subject_category = {{ const = "legal_person" }}
+uscc = "tyshxydm"
+authority = {{ const = "{name}" }}
+authority_uscc = {{ const = "{code}" }}
+action = "lrlx"
+reason = "yy"
+decision_no = "jdswh"
+decision_date = "jdrq"
+
+[[streams]]
+name = "serious"
+source = "db"
+type = "serious_violation"
+table = "yzwf"
+key = ["id"]
+cursor = "gxsj"
+record_id = "amr-yzwf-{{id}}"
 [streams.fields]
 subject_name = "qymc"
 subject_category = {{ const = "legal_person" }}

@@ -51,6 +51,13 @@ PENALTY_CODES = {"01": "警告", "02": "罚款", "03": "没收违法所得", "04
 JUDICIAL_KINDS = ["失信被执行人", "股权冻结", "判决裁定", "股东变更协助执行"]
 
 
+def make_id_number(rng: random.Random, region: str, birth_year: int) -> str:
+    """A resident ID number of the right form (GB 11643: region, birth date, sequence, ISO 7064 check)."""
+    body = f"{region}{birth_year:04d}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
+    total = sum(int(c) * (2 ** (17 - i) % 11) for i, c in enumerate(body))
+    return body + "10X98765432"[total % 11]
+
+
 def authority_uscc(dept: str) -> str:
     """A valid credit code for a demo authority (registration class 1 1: a government body)."""
     return make_uscc("1", "1", "410300", AUTHORITIES[dept][1][-8:])
@@ -112,7 +119,7 @@ class SampleData:
         return ent
 
     def known_enterprise(self) -> Enterprise:
-        if not self.enterprises or self.rng.random() < 0.4:
+        if not self.enterprises or self.rng.random() < 0.1:  # now and then one the registry has not sent yet
             return self.enterprise()
         return self.rng.choice(self.enterprises)
 

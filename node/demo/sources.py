@@ -28,6 +28,9 @@ xzcf = sa.Table("xzcf", meta, sa.Column("id", sa.Integer, primary_key=True), *(s
     "gxsj")))
 jyyc = sa.Table("jyyc", meta, sa.Column("id", sa.Integer, primary_key=True), *(sa.Column(c, T) for c in (
     "qymc", "tyshxydm", "lrlx", "yy", "jdswh", "jdrq", "gxsj")))
+# 严重违法失信企业名单: the same columns as the abnormal-operations list
+yzwf = sa.Table("yzwf", meta, sa.Column("id", sa.Integer, primary_key=True), *(sa.Column(c, T) for c in (
+    "qymc", "tyshxydm", "lrlx", "yy", "jdswh", "jdrq", "gxsj")))
 # 中级人民法院: a judicial publicity table without a usable change time (read as snapshots)
 sfgs = sa.Table("sfgs", sa.MetaData(), sa.Column("ah", sa.String(64), primary_key=True), *(sa.Column(c, T) for c in (
     "lx", "dsr", "tyshxydm", "fy", "nr", "je", "cprq", "zt")))
@@ -79,13 +82,12 @@ class DemoSources:
     def _amr(self, n: int) -> int:
         g = self.gen
         authority = AUTHORITIES["amr"][0]
-        regs, lics, pens, abn = [], [], [], []
+        regs, lics, pens, abn, serious = [], [], [], [], []
         for _ in range(n):
             e = g.enterprise()
             day = g.event_date(4)  # registrations, 7 working days: on time
             regs.append({"qymc": e.name, "tyshxydm": g.corrupt_code(e.uscc) if g.chance(0.04) else e.uscc,
-                         "zzjgdm": e.org_code, "qylx": g.rng.choice(["有限责任公司（自然人投资或控股）",
-                                                                       "股份有限公司（非上市）", "个人独资企业"]),
+                         "zzjgdm": e.org_code, "qylx": enterprise_type(e, g),
                          "fddbr": e.legal_rep, "zczb": str(g.rng.choice([50, 100, 200, 500, 1000, 3000])),
                          "clrq": g.as_source_date(e.established, g.rng.randint(0, 3)), "zs": e.address,
                          "jyfw": "一般项目：日用百货销售；五金产品零售；技术服务、技术开发",
@@ -120,13 +122,18 @@ class DemoSources:
                 abn.append({"qymc": k.name, "tyshxydm": k.uscc, "lrlx": g.rng.choice(["列入", "列入", "移出"]),
                             "yy": "未依照规定的期限公示年度报告", "jdswh": f"洛市监异〔{day.year}〕{g.rng.randint(1, 999)}号",
                             "jdrq": g.event_date(7).isoformat(), "gxsj": stamp()})
+            if g.chance(0.05):  # three years on the abnormal list without meeting the obligations
+                serious.append({"qymc": k.name, "tyshxydm": k.uscc, "lrlx": "列入",
+                                "yy": "被列入经营异常名录届满3年仍未履行相关义务",
+                                "jdswh": f"洛市监严〔{day.year}〕{g.rng.randint(1, 999)}号",
+                                "jdrq": g.event_date(7).isoformat(), "gxsj": stamp()})
         engine = sa.create_engine(self.amr_url)
         with engine.begin() as conn:
-            for table, batch in ((qydj, regs), (xzxk, lics), (xzcf, pens), (jyyc, abn)):
+            for table, batch in ((qydj, regs), (xzxk, lics), (xzcf, pens), (jyyc, abn), (yzwf, serious)):
                 if batch:
                     conn.execute(table.insert(), batch)
         engine.dispose()
-        return len(regs) + len(lics) + len(pens) + len(abn)
+        return len(regs) + len(lics) + len(pens) + len(abn) + len(serious)
 
     # -- 中级人民法院 ------------------------------------------------------------------------
 
@@ -196,6 +203,15 @@ class DemoSources:
             conn.execute(spjyxk.insert(), rows)
         engine.dispose()
         return len(rows)
+
+
+def enterprise_type(e: Any, g: SampleData) -> str:
+    """The registration's enterprise type, as its name says it (a 股份有限公司 is no 个人独资企业)."""
+    if e.category == "individual_business":
+        return "个体工商户"
+    if e.name.endswith("股份有限公司"):
+        return "股份有限公司（非上市）"
+    return g.rng.choice(["有限责任公司（自然人投资或控股）", "有限责任公司（自然人独资）"])
 
 
 def _write_atomically(path: Path, write: Any) -> None:

@@ -194,7 +194,9 @@ def enterprise_view(store: Store, code: str, pages: dict[str, int], settings: Po
         shown = {(r["dept"], r["record_id"]): r for r in public}
         explained = {k: _cited(shown.get(k), names) for k in cited}
     if entry is None:
-        entry = {"code": code, "uscc": code, "name": public[0]["subject_name"], "registered": False}
+        # known only from its records (no registration reached the hub): the registration fields are empty
+        entry = {**dict.fromkeys(search.COPIED), "code": code, "uscc": code, "name": public[0]["subject_name"],
+                 "registered": False}
     region = search.region_of(entry.get("region"))
     depts = sorted({i["dept"] for s in sections for i in s["items"]})
     return {"e": entry, "code": code, "region": region, "sections": sections, "standing": standing, "memberships": memberships,

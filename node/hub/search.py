@@ -221,7 +221,7 @@ def search(conn: Connection, query: Query, filters: Filters, offset: int, limit:
     which read the credit tables).
     """
     if query.kind == "uscc":
-        cond = enterprises.c.uscc == query.text
+        cond = enterprises.c.code == query.text  # an enterprise's code is its credit code when it has one (indexed)
     elif query.kind == "reg_no":
         cond = enterprises.c.reg_no == query.text
     else:
