@@ -91,7 +91,7 @@ pdf() {  # what WeasyPrint needs to lay out the compliance reports, and a font w
 }
 
 promtool() {  # checks and unit-tests the Prometheus alert rules in ops/prometheus/ (Debian's prometheus package)
-  command -v promtool >/dev/null && return 0
+  type -P promtool >/dev/null && return 0  # the binary, not this function
   apt_install --no-install-recommends prometheus ||
     { say "promtool is missing (the alert-rule tests are skipped). Run: sudo apt-get install prometheus"; return 1; }
 }
