@@ -499,12 +499,17 @@ def _standing(rules: Rules, rows: list[dict[str, Any]], old: Mapping[str, dict[s
             if entry["ended"] is None and rule.years:
                 changes.append(add_months(date.fromisoformat(entry["entered"]), 12 * rule.years))
     labels: dict[str, dict[str, Any]] = {}
+    seen: dict[str, set[tuple[str, ...]]] = {}  # each label's records as a set: an enterprise may have thousands
 
     def add(label_id: str, since: str | None, keys: Iterable[list[str]]) -> None:
         label = labels.setdefault(label_id, {"id": label_id, "since": since, "records": []})
         if since and (label["since"] is None or since < label["since"]):
             label["since"] = since
-        label["records"].extend(k for k in keys if k not in label["records"])
+        known = seen.setdefault(label_id, set())
+        for k in keys:
+            if tuple(k) not in known:
+                known.add(tuple(k))
+                label["records"].append(k)
 
     public = [r for r in rows if is_public(r, day)]
     for r in public:
