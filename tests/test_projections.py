@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -9,7 +10,7 @@ from sqlalchemy import select
 
 from cx.hub import registry
 from cx.hub.ingest import Inbound, Ingestor
-from cx.hub.projections import Accepted, Projector
+from cx.hub.projections import Accepted, Activity, Projector
 from cx.hub.store import Store, projection_positions
 from cx.protocol.envelope import RecordLine, build_batch
 from cx.protocol.keys import SigningKey
@@ -140,3 +141,64 @@ def test_rebuild_clears_and_replays_one_projection(store):
     assert rebuilt.seen == [("amr", 0, "a1"), ("amr", 1, "a2")] and len(kept.seen) == 2
     with pytest.raises(KeyError):
         projector.rebuild("nothing")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_activity_is_busy_while_a_message_is_decided_and_for_a_quiet_second_after():
+    clock = Clock()
+    activity = Activity(quiet_seconds=1.0, clock=clock)
+    assert not activity.busy()
+    with activity.message():
+        clock.now += 5
+        assert activity.busy()
+    clock.now += 0.5
+    assert activity.busy()
+    clock.now += 0.6
+    assert not activity.busy()
+
+
+def test_a_catch_up_pauses_between_chunks_when_told_and_resumes_where_it_stopped(store):
+    amr = Department(store, "amr")
+    amr.send([(f"a{i}", "upsert") for i in range(7)])
+    seen = Recording()
+    projector = Projector(store, [seen], chunk=3)
+    asked = []
+    assert projector.catch_up(pause=lambda: asked.append(1) or True) == 3  # the first chunk, then it pauses
+    assert projector.current_at is None and projector.lag() == {"recording": 4}
+    assert projector.catch_up() == 4 and projector.current_at is not None
+    assert [i for _, i, _ in seen.seen] == list(range(7))
+
+
+async def wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_projector_waits_for_a_lull_in_ingest_but_never_longer_than_its_bound(store):
+    amr = Department(store, "amr")
+    seen = Recording()
+    projector = Projector(store, [seen])
+    activity = Activity(quiet_seconds=0.2)
+    stop = asyncio.Event()
+    with activity.message():  # batches keep arriving …
+        task = asyncio.create_task(projector.run(stop, interval=0.05, activity=activity, max_lag_seconds=1.5))
+        await wait_for(lambda: projector.current_at is not None)  # an empty ledger: current at once
+        amr.send([("a1", "upsert")])
+        await asyncio.sleep(0.6)
+        assert seen.seen == []  # … so the view waits
+        await wait_for(lambda: seen.seen, seconds=5)  # until it is 1.5 s late: then it catches up anyway
+        amr.send([("a2", "upsert")])
+        await asyncio.sleep(0.3)
+        assert len(seen.seen) == 1
+    await wait_for(lambda: len(seen.seen) == 2, seconds=2)  # the lull: in at once
+    stop.set()
+    await task

@@ -37,6 +37,10 @@ class HubMetrics:
         self.last_outcome = Gauge("cx_ingest_last_outcome_timestamp_seconds", "When the hub last decided a "
                                   "message's outcome (stored, quarantined or heartbeat), Unix time",
                                   registry=self.registry)
+        self.projection_lag = Gauge("cx_projection_lag_versions", "Accepted record versions the derived views "
+                                    "(timeliness, credit, search) have not taken in yet; they catch up in lulls "
+                                    "between batches, at most [hub] projection_max_lag_seconds late",
+                                    registry=self.registry)
         self.heartbeats = Counter("cx_heartbeats", "Signed heartbeats received by department", ["dept"],
                                   registry=self.registry)
         self.receipts_unroutable = Counter("cx_receipts_unroutable", "Receipts the broker could not route: the "

@@ -10,6 +10,11 @@ is rebuilt by clearing it and replaying the ledger (`Projector.rebuild`).
 Positions are ledger indexes, not row ids: a department's ledger grows only under its row lock, so
 its indexes are committed in order even with several hub processes on PostgreSQL, and a projection
 can never skip a version that committed late.
+
+Receipts come first: while batches arrive (`Activity`), the projector leaves the CPU and the store's
+write lock to ingest and catches up in the first lull, or once its views are `max_lag_seconds` old,
+whichever comes first — so a department's burst is receipted at ingest's rate and the views follow
+within a bounded time, never unboundedly behind under steady load.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +53,29 @@ class Accepted:
     batch_id: str
 
 
+class Activity:
+    """Whether batches are arriving: messages being decided now, or one decided within `quiet_seconds`."""
+
+    def __init__(self, quiet_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.quiet_seconds = quiet_seconds
+        self.clock = clock
+        self.active = 0
+        self.last = float("-inf")
+
+    @contextlib.contextmanager
+    def message(self) -> Iterator[None]:
+        """Around the handling of one inbound message (the event loop's thread only)."""
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self.last = self.clock()
+
+    def busy(self) -> bool:
+        return self.active > 0 or self.clock() - self.last < self.quiet_seconds
+
+
 class Projection(Protocol):
     """A view kept from accepted versions. `apply` runs inside the projector's transaction."""
 
@@ -64,16 +93,20 @@ class Projector:
         self.store = store
         self.projections = list(projections)
         self.chunk = chunk
+        self.current_at: float | None = None  # time.monotonic() when a catch-up last reached the ledgers' ends
         names = [p.name for p in self.projections]
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be unique: {names}")
 
-    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+    def catch_up(self, progress: Callable[[int, int], None] | None = None,
+                 pause: Callable[[], bool] | None = None) -> int:
         """Apply everything accepted so far; returns how many versions were read.
 
-        `progress(done, total)` is called after each chunk (long rebuilds show it).
+        `progress(done, total)` is called after each chunk (long rebuilds show it); `pause()` before each
+        chunk but the first, and a true answer stops here (the rest is applied by a later call).
         """
         if not self.projections:
+            self.current_at = time.monotonic()
             return 0
         with self.store.reader.connect() as conn:
             sizes = dict(conn.execute(select(departments.c.dept, departments.c.ledger_size)).all())
@@ -83,12 +116,15 @@ class Projector:
         done = 0
         for dept, size in sorted(sizes.items()):
             while min(known.get((p.name, dept), 0) for p in self.projections) < size:
+                if done and pause and pause():
+                    return done
                 read, known = self._step(dept)
                 if not read:
                     break
                 done += read
                 if progress:
                     progress(done, total)
+        self.current_at = time.monotonic()
         return done
 
     def _step(self, dept: str) -> tuple[int, dict[tuple[str, str], int]]:
@@ -137,11 +173,25 @@ class Projector:
         return {p.name: sum(max(0, size - known.get((p.name, dept), 0)) for dept, size in sizes.items())
                 for p in self.projections}
 
-    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        """Keep the projections current until `stop` is set (the hub runs this beside ingest)."""
+    async def run(self, stop: asyncio.Event, interval: float = 1.0, *, activity: Activity | None = None,
+                  max_lag_seconds: float = 60.0) -> None:
+        """Keep the projections current until `stop` is set (the hub runs this beside ingest).
+
+        With an `activity`, a round while batches arrive is skipped, and a catch-up pauses when they start
+        arriving, unless the views were last current `max_lag_seconds` ago or more.
+        """
+        started = time.monotonic()
+
+        def overdue() -> bool:
+            return time.monotonic() - (self.current_at or started) >= max_lag_seconds
+
+        def pause() -> bool:
+            return activity is not None and activity.busy() and not overdue()
+
         while not stop.is_set():
             try:
-                await asyncio.to_thread(self.catch_up)
+                if not pause():
+                    await asyncio.to_thread(self.catch_up, None, pause)
             except Exception:  # noqa: BLE001 - a failing projection must not stop the hub; retried next round
                 log.exception("projection failed; retrying")
             with contextlib.suppress(asyncio.TimeoutError):

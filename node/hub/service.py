@@ -22,7 +22,7 @@ from .config import HubConfig
 from .ingest import Inbound, Ingestor, Outcome, StoreUnavailable
 from .figures import DeliveryFigures
 from .metrics import HubMetrics
-from .projections import Projector, hub_projections
+from .projections import Activity, Projector, hub_projections
 from .reports import compliance_ctx
 from .store import Store
 from . import access, compliance_web, console, credit, credit_web, portal
@@ -33,6 +33,7 @@ log = structlog.get_logger("cx.hub")
 CONFIG = web.AppKey("config", HubConfig)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 PROJECTOR = web.AppKey("projector", Projector)
+ACTIVITY = web.AppKey("ingest_activity", Activity)  # batches arriving: the projector waits for a lull
 # a store outage: the same message is tried again after 2, 4, 8, 16 s, then put back in the queue (the broker
 # redelivers it, up to its delivery limit; the node resends it after its receipt timeout in any case)
 STORE_ATTEMPTS = 5
@@ -46,6 +47,7 @@ def build_app(cfg: HubConfig) -> web.Application:
     app[CONFIG] = cfg
     app[METRICS] = HubMetrics()
     app[HUB_NAME] = cfg.hub.name
+    app[ACTIVITY] = Activity()
     app[LIGHTS] = {"silent_after": cfg.console.silent_after_seconds, "late_pending": cfg.console.late_pending_seconds}
     access.setup(app, cfg)  # sessions and the one access check, before any route
     app.cleanup_ctx.append(_store_ctx)
@@ -87,6 +89,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BROKER_READY] = lambda: "connection" in broker and not broker["connection"].is_closed
     loop = asyncio.get_running_loop()
     metrics = app[METRICS]
+    activity = app[ACTIVITY]
     metrics.consumer_up.set_function(lambda: float(broker.get("consuming", False) and app[BROKER_READY]()))
 
     async def decide(inbound: Inbound) -> Outcome:
@@ -148,7 +151,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
                           message.type, bool(message.redelivered))
         metrics.in_progress.inc()
         try:
-            outcome = await decide(inbound)
+            with activity.message():
+                outcome = await decide(inbound)
             metrics.last_outcome.set_to_current_time()
             await answer(message, outcome)
         except Exception as exc:  # noqa: BLE001 - the store stayed away, or the broker lost the answer
@@ -206,11 +210,21 @@ async def _projector_ctx(app: web.Application) -> AsyncIterator[None]:
     """Keep the derived views (timeliness, search, warnings) current behind ingest."""
     projector = Projector(app[STORE], hub_projections(app[CONFIG]))
     app[PROJECTOR] = projector
+    app[METRICS].projection_lag.set_function(lambda: _projection_lag(projector))
     stop = asyncio.Event()
-    task = asyncio.create_task(projector.run(stop))
+    task = asyncio.create_task(projector.run(stop, activity=app[ACTIVITY],
+                                             max_lag_seconds=app[CONFIG].hub.projection_max_lag_seconds))
     yield
     stop.set()
     await task
+
+
+def _projection_lag(projector: Projector) -> float:
+    """Versions accepted and not yet in the slowest projection (for /metrics; NaN if the store is away)."""
+    try:
+        return float(max(projector.lag().values(), default=0))
+    except Exception:  # noqa: BLE001 - a scrape must not fail because the store is briefly unavailable
+        return float("nan")
 
 
 async def _credit_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
