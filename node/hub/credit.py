@@ -286,22 +286,46 @@ class Rules:
         until = _parse_date(data.get("publish_until"))
         if until is not None:
             return "publish_until", until
-        for rule in self.publicity:
-            if rule.when.holds(rtype, data, self.low_fine):
-                end = _period_end(event, rule.period)
-                if end is not None and self.restriction_types & set(_values(data.get("penalty_types"))):
-                    restriction = _parse_date(data.get(self.restriction_until))
-                    if restriction is not None and restriction > end:
-                        return f"{rule.id}+restriction", restriction
-                return rule.id, end
-        return "none", None
+        rule = self._choose(rtype, data)[0]
+        if rule is None:
+            return "none", None
+        end = _period_end(event, rule.period)
+        if end is not None and self.restriction_types & set(_values(data.get("penalty_types"))):
+            restriction = _parse_date(data.get(self.restriction_until))
+            if restriction is not None and restriction > end:
+                return f"{rule.id}+restriction", restriction
+        return rule.id, end
 
     def repair_after(self, rtype: str, data: Mapping[str, Any], event: date | None) -> date | None:
         if event is None:
             return None
-        months = next((m.months for m in self.repair_minimums if m.when.holds(rtype, data, self.low_fine)),
-                      self.repair_months)
-        return add_months(event, months)
+        return add_months(event, self._choose(rtype, data)[1])
+
+    def _choose(self, rtype: str, data: Mapping[str, Any]) -> tuple[PublicityRule | None, int]:
+        """The record's publicity rule and minimum months before a repair, remembered by the values that
+        decide them: records of a department mostly repeat a few combinations, and the conditions are slow."""
+        key = (rtype, *[repr(data.get(name)) for name in self._decisive])
+        choice = self._choices.get(key)
+        if choice is None:
+            choice = (next((r for r in self.publicity if r.when.holds(rtype, data, self.low_fine)), None),
+                      next((m.months for m in self.repair_minimums if m.when.holds(rtype, data, self.low_fine)),
+                           self.repair_months))
+            if len(self._choices) >= 4096:
+                self._choices.clear()
+            self._choices[key] = choice
+        return choice
+
+    @cached_property
+    def _decisive(self) -> tuple[str, ...]:
+        """Every field a publicity or repair condition reads, and those `low_fine` reads."""
+        names = {"fine_amount", "subject_category"}
+        for rule in (*self.publicity, *self.repair_minimums):
+            names |= rule.when.referenced()
+        return tuple(sorted(names))
+
+    @cached_property
+    def _choices(self) -> dict[tuple[str, ...], tuple[PublicityRule | None, int]]:
+        return {}
 
     def is_repair(self, reason: str | None) -> bool:
         return bool(reason) and reason.strip().startswith(self.repair_prefix)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -541,7 +542,9 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     """INSERT many rows (dicts with the same keys) straight through the driver's executemany."""
     if rows:
         columns = list(rows[0])
-        insert_rows(conn, table, columns, [tuple(row[c] for c in columns) for row in rows])
+        values = operator.itemgetter(*columns)  # a tuple per row, at C speed (one column: a bare value)
+        insert_rows(conn, table, columns, [values(row) for row in rows] if len(columns) > 1
+                    else [(values(row),) for row in rows])
 
 
 def insert_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
