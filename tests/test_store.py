@@ -76,3 +76,18 @@ def test_ledger_proofs_read_stored_nodes_through_the_key(store):
             plan = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
             searches = [step for step in plan if "ledger_nodes" in step]
             assert searches and all("dept=? AND level=? AND idx=?" in step for step in searches), plan
+
+
+def test_postgresql_plans_every_statement_with_its_parameters(store_url):
+    """A statement prepared on the server may keep one generic plan made while its table was nearly empty (a
+    scan) as the table grows; the projections' key lookups grew with the store until none were prepared."""
+    store = Store(store_url)
+    try:
+        store.migrate()
+        with store.reader.connect() as conn:
+            for _ in range(10):  # psycopg prepares a statement on the server from its fifth run by default
+                conn.execute(select(schema_version.c.version).where(schema_version.c.version > 0)).all()
+            if conn.dialect.name == "postgresql":
+                assert conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar() == 0
+    finally:
+        store.dispose()
