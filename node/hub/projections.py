@@ -89,7 +89,7 @@ class Projection(Protocol):
 class Projector:
     """Feeds projections the versions accepted since each one's position, a chunk per transaction."""
 
-    def __init__(self, store: Store, projections: Iterable[Projection], *, chunk: int = 2000):
+    def __init__(self, store: Store, projections: Iterable[Projection], *, chunk: int = 500):
         self.store = store
         self.projections = list(projections)
         self.chunk = chunk
