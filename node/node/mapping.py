@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -103,6 +103,7 @@ class Mapper:
         self.stream = stream
         self.code_tables = {name: {str(k): v for k, v in table.items()} for name, table in code_tables.items()}
         self.kinds = field_kinds(schema)
+        self.converters = [(name, self._converter(name, spec)) for name, spec in stream.fields.items()]
 
     def record_id(self, row: Row) -> str:
         try:
@@ -118,15 +119,37 @@ class Mapper:
         """The record's data object and the mapping errors found (the row is rejected if any)."""
         data: dict[str, Any] = {}
         errors: list[FieldError] = []
-        for name, spec in self.stream.fields.items():
+        values = row.values
+        for name, convert in self.converters:
             try:
-                value = self._field(name, spec, row.values)
+                value = convert(values)
             except MappingError as exc:
                 errors.append(exc.error)
                 continue
             if value is not None and value != "" and value != []:
                 data[name] = value
         return data, errors
+
+    def _converter(self, name: str, spec: FieldMap) -> Callable[[Mapping[str, Any]], Any]:
+        """values -> the field's value, chosen once per field: most fields are a constant or a text column
+        taken as it is, and those need none of the questions `_field` asks of every value."""
+        def general(values: Mapping[str, Any]) -> Any:
+            return self._field(name, spec, values)
+
+        if spec.const is not None:
+            const = spec.const
+            return lambda values: const
+        if (spec.template is not None or spec.split is not None or spec.map is not None or spec.date or spec.decimal
+                or name in self.kinds):
+            return general
+        column, trim = spec.column or name, spec.trim
+
+        def text(values: Mapping[str, Any]) -> Any:
+            value = values.get(column)
+            if value.__class__ is not str:  # missing, None, bytes, numbers, dates, str subclasses: the long way
+                return general(values)
+            return (value.strip() if trim else value) or None
+        return text
 
     def _field(self, name: str, spec: FieldMap, values: Mapping[str, Any]) -> Any:
         if spec.const is not None:
