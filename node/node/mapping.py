@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
@@ -178,8 +179,7 @@ class Mapper:
             return None
         kind = self.kinds.get(name)
         if spec.split is not None or (kind == "array" and isinstance(value, str)):
-            separators = spec.split or DEFAULT_SPLIT
-            parts = [p.strip() for p in re.split("[" + re.escape(separators) + "]", _text(value))]
+            parts = [p.strip() for p in _splitter(spec.split or DEFAULT_SPLIT).split(_text(value))]
             return [self._coded(name, spec, p) for p in parts if p]
         value = self._coded(name, spec, value)
         if kind == "integer" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -207,6 +207,12 @@ class Mapper:
             raise MappingError(FieldError(name, "code_table", f"代码「{key}」不在代码表 {spec.map} 中",
                                           f"code {key!r} is not in code table {spec.map!r}", shown_value(key)))
         return table[key]
+
+
+@functools.lru_cache(maxsize=64)
+def _splitter(separators: str) -> re.Pattern[str]:
+    """A pattern splitting on any one of these characters (compiled once per set of separators)."""
+    return re.compile("[" + re.escape(separators) + "]")
 
 
 def _text(value: Any) -> str:
