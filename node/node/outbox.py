@@ -466,22 +466,18 @@ class Outbox:
         could not be checked yet (no consistency proof to be had) is kept and checked later (`verify_pending`).
         """
         now = utc_now()
+        members = self.batch_records(batch_id)
+        by_line = {i: m for i, m in enumerate(members)}
+        rejected_ids = {by_line[line][0] for line, _, _ in rejected if line in by_line}
         accepted_set = set(accepted)
         counts = {"delivered": 0, "rejected": 0, "duplicate": 0}
+        settled = []
+        for row_id, record_id, _, _ in members:
+            state = "rejected" if row_id in rejected_ids else "delivered" if record_id in accepted_set else "duplicate"
+            counts[state] += 1
+            settled.append((state, now, row_id))
         with self.tx() as db:
-            members = self.batch_records(batch_id)  # in the transaction: the very rows the UPDATE below sets
-            by_line = {i: m for i, m in enumerate(members)}
-            rejected_ids = {by_line[line][0] for line, _, _ in rejected if line in by_line}
-            others = []  # the members not delivered (usually none)
-            for row_id, record_id, _, _ in members:
-                state = ("rejected" if row_id in rejected_ids else "delivered" if record_id in accepted_set
-                         else "duplicate")
-                counts[state] += 1
-                if state != "delivered":
-                    others.append((state, now, row_id))
-            # every member delivered in one statement, then the others
-            db.execute("UPDATE records SET state = 'delivered', settled = ? WHERE batch_id = ?", (now, batch_id))
-            db.executemany("UPDATE records SET state = ?, settled = ? WHERE id = ?", others)
+            db.executemany("UPDATE records SET state = ?, settled = ? WHERE id = ?", settled)
             # a batch refused before and receipted now (the hub's cause was fixed): its refusal is history
             db.execute("UPDATE rejections SET resolved = ? WHERE resolved IS NULL AND batch_id = ?", (now, batch_id))
             for line, record_id, errors in rejected:
