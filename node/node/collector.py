@@ -59,8 +59,12 @@ class Reread:
     error: str | None = None
 
 
+# json.dumps(..., ensure_ascii=False) builds an encoder on every call; the same encoder, made once
+_row_key_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def row_key(row: Row) -> str:
-    return json.dumps(list(row.key), ensure_ascii=False)
+    return _row_key_json(list(row.key))
 
 
 def row_hash(row: Row) -> str:

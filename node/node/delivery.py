@@ -197,8 +197,7 @@ class Delivery:
             if not rows:
                 break
             full = len(rows) >= d.batch_max_records or sum(len(r[3]) + 1 for r in rows) >= d.batch_max_bytes * 0.9
-            age = self.outbox.oldest_pending_age() or 0.0
-            if not (full or force or age >= d.linger_seconds):
+            if not (full or force or (self.outbox.oldest_pending_age() or 0.0) >= d.linger_seconds):
                 break
             self.outbox.seal([r[0] for r in rows], self._builder(rows))
             sealed += 1

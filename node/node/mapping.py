@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -103,6 +104,7 @@ class Mapper:
         self.stream = stream
         self.code_tables = {name: {str(k): v for k, v in table.items()} for name, table in code_tables.items()}
         self.kinds = field_kinds(schema)
+        self.converters = [(name, self._converter(name, spec)) for name, spec in stream.fields.items()]
 
     def record_id(self, row: Row) -> str:
         try:
@@ -118,15 +120,37 @@ class Mapper:
         """The record's data object and the mapping errors found (the row is rejected if any)."""
         data: dict[str, Any] = {}
         errors: list[FieldError] = []
-        for name, spec in self.stream.fields.items():
+        values = row.values
+        for name, convert in self.converters:
             try:
-                value = self._field(name, spec, row.values)
+                value = convert(values)
             except MappingError as exc:
                 errors.append(exc.error)
                 continue
             if value is not None and value != "" and value != []:
                 data[name] = value
         return data, errors
+
+    def _converter(self, name: str, spec: FieldMap) -> Callable[[Mapping[str, Any]], Any]:
+        """values -> the field's value, chosen once per field: most fields are a constant or a text column
+        taken as it is, and those need none of the questions `_field` asks of every value."""
+        def general(values: Mapping[str, Any]) -> Any:
+            return self._field(name, spec, values)
+
+        if spec.const is not None:
+            const = spec.const
+            return lambda values: const
+        if (spec.template is not None or spec.split is not None or spec.map is not None or spec.date or spec.decimal
+                or name in self.kinds):
+            return general
+        column, trim = spec.column or name, spec.trim
+
+        def text(values: Mapping[str, Any]) -> Any:
+            value = values.get(column)
+            if value.__class__ is not str:  # missing, None, bytes, numbers, dates, str subclasses: the long way
+                return general(values)
+            return (value.strip() if trim else value) or None
+        return text
 
     def _field(self, name: str, spec: FieldMap, values: Mapping[str, Any]) -> Any:
         if spec.const is not None:
@@ -155,8 +179,7 @@ class Mapper:
             return None
         kind = self.kinds.get(name)
         if spec.split is not None or (kind == "array" and isinstance(value, str)):
-            separators = spec.split or DEFAULT_SPLIT
-            parts = [p.strip() for p in re.split("[" + re.escape(separators) + "]", _text(value))]
+            parts = [p.strip() for p in _splitter(spec.split or DEFAULT_SPLIT).split(_text(value))]
             return [self._coded(name, spec, p) for p in parts if p]
         value = self._coded(name, spec, value)
         if kind == "integer" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -184,6 +207,12 @@ class Mapper:
             raise MappingError(FieldError(name, "code_table", f"代码「{key}」不在代码表 {spec.map} 中",
                                           f"code {key!r} is not in code table {spec.map!r}", shown_value(key)))
         return table[key]
+
+
+@functools.lru_cache(maxsize=64)
+def _splitter(separators: str) -> re.Pattern[str]:
+    """A pattern splitting on any one of these characters (compiled once per set of separators)."""
+    return re.compile("[" + re.escape(separators) + "]")
 
 
 def _text(value: Any) -> str:

@@ -157,6 +157,15 @@ class NodeService:
         deadline = time.time() + self.timeout if self.timeout else None
         await self.collected.wait()
         while True:
+            waiting, unreceipted = await self.delivery.db(self.delivery.outbox.waiting)
+            rewritten = self.delivery.history_rewritten
+            stuck = self.delivery.broker_trouble is not None and self.delivery.broker_trouble.kind in GIVE_UP
+            done = waiting == 0 and unreceipted == 0
+            ending = self.stop.is_set() or rewritten or self.gave_up or stuck or (deadline and time.time() > deadline)
+            if not (done or ending):
+                await asyncio.sleep(0.2)
+                continue
+            # the whole picture only at the end: counts() walks every record the outbox keeps
             counts = await self.delivery.db(self.delivery.outbox.counts)
             waiting = counts.get("pending", 0) + counts.get("batched", 0)
             if waiting == 0 and counts["batches_unreceipted"] == 0:
@@ -167,9 +176,7 @@ class NodeService:
                 unverified = await self.delivery.verify_pending()
                 print(_summary(counts, unverified, self.delivery.hub_trouble), file=sys.stderr)
                 return EXIT_REJECTED_HERE if counts["rejections_open"] else 0
-            rewritten = self.delivery.history_rewritten
-            stuck = self.delivery.broker_trouble is not None and self.delivery.broker_trouble.kind in GIVE_UP
-            if self.stop.is_set() or rewritten or self.gave_up or stuck or (deadline and time.time() > deadline):
+            if ending:
                 alerts = await self.delivery.db(self.delivery.outbox.alerts, 5, True)
                 print(f"未送达 NOT DELIVERED: {waiting} record(s) in {counts['batches_unreceipted']} batch(es) have no "
                       "verified receipt.", file=sys.stderr)
