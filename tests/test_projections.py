@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -202,3 +203,24 @@ async def test_the_projector_waits_for_a_lull_in_ingest_but_never_longer_than_it
     await wait_for(lambda: len(seen.seen) == 2, seconds=2)  # the lull: in at once
     stop.set()
     await task
+
+
+def test_a_catch_up_beside_ingest_leaves_the_store_free_between_chunks(store):
+    amr = Department(store, "amr")
+    amr.send([(f"a{i}", "upsert") for i in range(9)])
+    seen = Recording()
+    projector = Projector(store, [seen], chunk=3)
+    steps = []
+    original = projector._step
+
+    def timed(dept):
+        steps.append(time.monotonic())
+        result = original(dept)
+        steps.append(time.monotonic())
+        return result
+
+    projector._step = timed
+    assert projector.catch_up(share=lambda: True) == 9
+    chunks = list(zip(steps[::2], steps[1::2]))
+    for (began, ended), (following, _) in zip(chunks, chunks[1:]):
+        assert following - ended >= (ended - began) * 0.9  # a rest as long as the chunk, for ingest to write

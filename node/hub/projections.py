@@ -99,11 +99,14 @@ class Projector:
             raise ValueError(f"projection names must be unique: {names}")
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None,
-                 pause: Callable[[], bool] | None = None) -> int:
+                 pause: Callable[[], bool] | None = None, share: Callable[[], bool] | None = None) -> int:
         """Apply everything accepted so far; returns how many versions were read.
 
         `progress(done, total)` is called after each chunk (long rebuilds show it); `pause()` before each
-        chunk but the first, and a true answer stops here (the rest is applied by a later call).
+        chunk but the first, and a true answer stops here (the rest is applied by a later call). While
+        `share()` is true, each chunk is followed by a wait as long as it took: ingest, waiting for the
+        store's write lock, gets it in between (SQLite's busy handler would otherwise lose it to the
+        projector's next chunk again and again).
         """
         if not self.projections:
             self.current_at = time.monotonic()
@@ -118,7 +121,10 @@ class Projector:
             while min(known.get((p.name, dept), 0) for p in self.projections) < size:
                 if done and pause and pause():
                     return done
+                began = time.monotonic()
                 read, known = self._step(dept)
+                if share and share():
+                    time.sleep(time.monotonic() - began)
                 if not read:
                     break
                 done += read
@@ -178,20 +184,24 @@ class Projector:
         """Keep the projections current until `stop` is set (the hub runs this beside ingest).
 
         With an `activity`, a round while batches arrive is skipped, and a catch-up pauses when they start
-        arriving, unless the views were last current `max_lag_seconds` ago or more.
+        arriving, unless the views were last current `max_lag_seconds` ago or more; then it goes on beside
+        ingest, sharing the store with it.
         """
         started = time.monotonic()
 
         def overdue() -> bool:
             return time.monotonic() - (self.current_at or started) >= max_lag_seconds
 
+        def busy() -> bool:
+            return activity is not None and activity.busy()
+
         def pause() -> bool:
-            return activity is not None and activity.busy() and not overdue()
+            return busy() and not overdue()
 
         while not stop.is_set():
             try:
                 if not pause():
-                    await asyncio.to_thread(self.catch_up, None, pause)
+                    await asyncio.to_thread(self.catch_up, None, pause, busy)
             except Exception:  # noqa: BLE001 - a failing projection must not stop the hub; retried next round
                 log.exception("projection failed; retrying")
             with contextlib.suppress(asyncio.TimeoutError):
