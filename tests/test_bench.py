@@ -37,6 +37,7 @@ def test_scaled_down_end_to_end_run_writes_its_figures(tmp_path):
         assert s["peak_rss_mib"]["node"] > 20 and s["peak_rss_mib"]["hub"] > 20
         assert s["outbox_mib"] > 0
         assert run["views_current_after_seconds"] >= 0 and run["views_cpu_us_per_record"] >= 0  # views caught up
+        assert 0 < s["records_per_second_views_current"] <= s["records_per_second"]["max"]
         assert 780 <= s["mean_line_bytes"] <= 900  # the departments' penalty records are about 840 bytes a line
 
     [latency] = results["latency"]
