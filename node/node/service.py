@@ -201,26 +201,36 @@ class NodeService:
         """A progress line on stderr while a backlog drains."""
         assert self.delivery is not None
         last_settled, last_time, shown = None, time.time(), False
+        delivered_before: int | None = None  # delivered in earlier runs: read once (counts() walks every record)
         while not self.stop.is_set():
             await _sleep_or_stop(self.stop, 2.0)
             try:
-                counts = await self.delivery.db(self.delivery.outbox.counts)
+                if delivered_before is None:
+                    delivered_before = (await self.delivery.db(self.delivery.outbox.counts)).get("delivered", 0) \
+                        - int(self._settled().get("delivered", 0))
+                waiting, in_flight = await self.delivery.db(self.delivery.outbox.waiting)
             except Exception:  # noqa: BLE001 - progress is best effort
                 continue
-            waiting = counts.get("pending", 0) + counts.get("batched", 0)
             self.metrics.outbox_depth.set(waiting)
-            settled = sum(counts.get(k, 0) for k in ("delivered", "rejected", "duplicate"))
+            settled_now = self._settled()
+            settled = sum(settled_now.values())
             now = time.time()
             rate = (settled - last_settled) / (now - last_time) if last_settled is not None else 0.0
             last_settled, last_time = settled, now
             if waiting or shown:
                 eta = f", about {waiting / rate:.0f}s left" if rate > 0 and waiting else ""
-                line = (f"outbox 待发送 {waiting:,} · in flight {counts['batches_unreceipted']} batches · "
-                        f"{rate:,.0f} records/s · delivered 已送达 {counts.get('delivered', 0):,}{eta}")
+                delivered = delivered_before + int(settled_now.get("delivered", 0))
+                line = (f"outbox 待发送 {waiting:,} · in flight {in_flight} batches · "
+                        f"{rate:,.0f} records/s · delivered 已送达 {delivered:,}{eta}")
                 if self.delivery.broker_error:
                     line += f" · {self.delivery.broker_error}"
                 print(line, file=sys.stderr, flush=True)
                 shown = waiting > 0
+
+    def _settled(self) -> dict[str, float]:
+        """Records settled by receipts since this run started, by outcome (the node's own counter: no scan)."""
+        return {sample.labels["state"]: sample.value for family in self.metrics.records_settled.collect()
+                for sample in family.samples if sample.name.endswith("_total")}
 
     async def _start_http(self) -> web.AppRunner:
         app = web.Application()
