@@ -152,13 +152,17 @@ class Clock:
         return self.now
 
 
-def test_activity_is_busy_while_a_message_is_decided_and_for_a_quiet_second_after():
+def test_activity_is_busy_while_messages_queue_up_and_for_a_quiet_second_after():
     clock = Clock()
     activity = Activity(quiet_seconds=1.0, clock=clock)
     assert not activity.busy()
-    with activity.message():
+    with activity.message():  # one batch at a time (or a heartbeat) is no backlog
         clock.now += 5
-        assert activity.busy()
+        assert not activity.busy()
+        with activity.message():
+            assert activity.busy()
+            clock.now += 5
+    assert activity.busy()
     clock.now += 0.5
     assert activity.busy()
     clock.now += 0.6
@@ -190,7 +194,7 @@ async def test_the_projector_waits_for_a_lull_in_ingest_but_never_longer_than_it
     projector = Projector(store, [seen])
     activity = Activity(quiet_seconds=0.2)
     stop = asyncio.Event()
-    with activity.message():  # batches keep arriving …
+    with activity.message(), activity.message():  # batches keep arriving …
         task = asyncio.create_task(projector.run(stop, interval=0.05, activity=activity, max_lag_seconds=1.5))
         await wait_for(lambda: projector.current_at is not None)  # an empty ledger: current at once
         amr.send([("a1", "upsert")])

@@ -27,7 +27,7 @@ HUB_TOML = """\
 [hub]
 name = "{name}"
 signing_key = "keys/hub.key"        # Ed25519; signs receipts and ledger checkpoints. Mode 0600.
-# projection_max_lag_seconds = 60    # while batches arrive, the derived views catch up in lulls, at most this late
+# projection_max_lag_seconds = 60    # while batches queue up, the derived views catch up in lulls, at most this late
 
 [store]
 # SQLite (embedded, the default) or PostgreSQL, e.g. "postgresql+psycopg://cx@127.0.0.1/cx"

@@ -15,7 +15,7 @@ class HubSection:
     name: str = "Credit Exchange hub"
     signing_key: Path = Path("keys/hub.key")
     data_dir: Path = Path(".")
-    # while batches arrive, derived views (timeliness, credit standing, search) wait for a lull, at most this long
+    # while batches queue up, derived views (timeliness, credit standing, search) wait for a lull, at most this long
     projection_max_lag_seconds: float = 60.0
 
 

@@ -38,8 +38,8 @@ class HubMetrics:
                                   "message's outcome (stored, quarantined or heartbeat), Unix time",
                                   registry=self.registry)
         self.projection_lag = Gauge("cx_projection_lag_versions", "Accepted record versions the derived views "
-                                    "(timeliness, credit, search) have not taken in yet; they catch up in lulls "
-                                    "between batches, at most [hub] projection_max_lag_seconds late",
+                                    "(timeliness, credit, search) have not taken in yet; while batches queue up they "
+                                    "catch up in lulls, at most [hub] projection_max_lag_seconds late",
                                     registry=self.registry)
         self.heartbeats = Counter("cx_heartbeats", "Signed heartbeats received by department", ["dept"],
                                   registry=self.registry)

@@ -11,7 +11,7 @@ Positions are ledger indexes, not row ids: a department's ledger grows only unde
 its indexes are committed in order even with several hub processes on PostgreSQL, and a projection
 can never skip a version that committed late.
 
-Receipts come first: while batches arrive (`Activity`), the projector leaves the CPU and the store's
+Receipts come first: while batches queue up (`Activity`), the projector leaves the CPU and the store's
 write lock to ingest and catches up in the first lull, or once its views are `max_lag_seconds` old,
 whichever comes first — so a department's burst is receipted at ingest's rate and the views follow
 within a bounded time, never unboundedly behind under steady load.
@@ -54,26 +54,33 @@ class Accepted:
 
 
 class Activity:
-    """Whether batches are arriving: messages being decided now, or one decided within `quiet_seconds`."""
+    """Whether ingest has a backlog: two or more messages taken from the queue and not yet decided (a node
+    draining its outbox keeps several in flight), now or within the last `quiet_seconds`.
+
+    A steady trickle (one batch at a time, heartbeats) is no backlog: the views keep up with it as it comes.
+    """
 
     def __init__(self, quiet_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self.quiet_seconds = quiet_seconds
         self.clock = clock
         self.active = 0
-        self.last = float("-inf")
+        self.last = float("-inf")  # when a backlog was last seen
 
     @contextlib.contextmanager
     def message(self) -> Iterator[None]:
         """Around the handling of one inbound message (the event loop's thread only)."""
         self.active += 1
+        if self.active > 1:
+            self.last = self.clock()
         try:
             yield
         finally:
+            if self.active > 1:
+                self.last = self.clock()
             self.active -= 1
-            self.last = self.clock()
 
     def busy(self) -> bool:
-        return self.active > 0 or self.clock() - self.last < self.quiet_seconds
+        return self.active > 1 or self.clock() - self.last < self.quiet_seconds
 
 
 class Projection(Protocol):
