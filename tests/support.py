@@ -329,3 +329,12 @@ def hub_records(hub: Hub, dept: str) -> dict[str, dict]:
     for rid, row in current.items():
         row["versions"] = counts.get(rid, 0)
     return current
+
+
+async def wait_for(predicate, timeout: float = 15.0) -> None:
+    """Poll `predicate` on the running event loop until it holds; TimeoutError after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.1)

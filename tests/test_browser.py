@@ -21,8 +21,8 @@ from sqlalchemy import delete
 
 from cx.hub import accounts
 from cx.hub.store import dept_keys
-from support import Hub, hub_records, make_node
-from test_hub import Sender, line, quarantined, wait_for
+from support import Hub, hub_records, make_node, wait_for
+from test_hub import Sender, line, quarantined
 from test_node import PENALTY_STREAM, fill, penalty_row, sources
 
 CHROMIUM = "/usr/bin/chromium"

@@ -23,7 +23,7 @@ from cx.protocol.keys import PublicKey
 from cx.protocol.merkle import verify_consistency
 from cx.protocol.receipts import Receipt, Refusal
 from examples import EXAMPLES as VALID
-from support import Hub, get_json
+from support import Hub, get_json, wait_for
 
 TODAY_TYPE = "administrative_penalty"
 
@@ -100,14 +100,6 @@ def quarantined(hub: Hub) -> list[dict]:
         found = [dict(r._mapping) for r in conn.execute(select(quarantine).order_by(quarantine.c.id))]
     store.dispose()
     return found
-
-
-async def wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.1)
 
 
 async def test_happy_path_receipts_and_proofs(hub_factory, store_kind, tmp_path):

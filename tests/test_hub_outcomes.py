@@ -23,8 +23,8 @@ from cx.hub.store import records
 from cx.protocol import jsonutil
 from cx.protocol.envelope import encode_batch, format_time, signature_line
 from cx.protocol.heartbeat import Heartbeat
-from support import PG_ADMIN, Hub
-from test_hub import Sender, line, quarantined, wait_for
+from support import PG_ADMIN, Hub, wait_for
+from test_hub import Sender, line, quarantined
 
 VALID_WITHIN = 10.0  # seconds a valid batch may take behind a poison message (it took 39 s and more before)
 UNREAL_TIMES = ["2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-01-01T00:00:61.000Z",

@@ -17,6 +17,7 @@ from cx.protocol.envelope import RecordLine, build_batch
 from cx.protocol.keys import SigningKey
 from cx.transport import Topology
 from examples import EXAMPLES
+from support import wait_for
 
 PENALTY = "administrative_penalty"
 
@@ -181,13 +182,6 @@ def test_a_catch_up_pauses_between_chunks_when_told_and_resumes_where_it_stopped
     assert [i for _, i, _ in seen.seen] == list(range(7))
 
 
-async def wait_for(condition, seconds: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
-
-
 async def test_the_projector_waits_for_a_lull_in_ingest_but_never_longer_than_its_bound(store):
     amr = Department(store, "amr")
     seen = Recording()
@@ -200,11 +194,11 @@ async def test_the_projector_waits_for_a_lull_in_ingest_but_never_longer_than_it
         amr.send([("a1", "upsert")])
         await asyncio.sleep(0.6)
         assert seen.seen == []  # … so the view waits
-        await wait_for(lambda: seen.seen, seconds=5)  # until it is 1.5 s late: then it catches up anyway
+        await wait_for(lambda: seen.seen, timeout=5)  # until it is 1.5 s late: then it catches up anyway
         amr.send([("a2", "upsert")])
         await asyncio.sleep(0.3)
         assert len(seen.seen) == 1
-    await wait_for(lambda: len(seen.seen) == 2, seconds=2)  # the lull: in at once
+    await wait_for(lambda: len(seen.seen) == 2, timeout=2)  # the lull: in at once
     stop.set()
     await task
 
