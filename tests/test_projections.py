@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -52,6 +53,11 @@ class Department:
 
     def send(self, records: list[tuple[str, str]]) -> None:
         """records: (record_id, op) pairs; a retraction needs an earlier upsert of the record."""
+        outcome = self.ingestor.process(self.message(records))
+        assert outcome.result == "accepted" and outcome.accepted == len(records), outcome
+
+    def message(self, records: list[tuple[str, str]]) -> Inbound:
+        """The next batch of `records` as the broker would deliver it."""
         lines = [RecordLine(rid, PENALTY, 1, op, EXAMPLES[PENALTY] if op == "upsert" else None,
                             {"adapter": "test"}, None if op == "upsert" else "撤销测试").to_bytes()
                  for rid, op in records]
@@ -59,9 +65,7 @@ class Department:
         batch = build_batch(self.key, dept=self.dept, node="n1", seq=self.seq, prev=self.prev, lines=lines,
                             schemas={PENALTY: 1})
         self.prev = batch.header_hash
-        outcome = self.ingestor.process(Inbound(batch.to_bytes(), f"{self.dept}.{PENALTY}",
-                                                self.topology.dept_user(self.dept)))
-        assert outcome.result == "accepted" and outcome.accepted == len(records), outcome
+        return Inbound(batch.to_bytes(), f"{self.dept}.{PENALTY}", self.topology.dept_user(self.dept))
 
 
 @pytest.fixture
@@ -170,6 +174,55 @@ def test_activity_is_busy_while_messages_queue_up_and_for_a_quiet_second_after()
     assert not activity.busy()
 
 
+def test_activity_knows_a_trickle_and_tells_other_threads_when_nothing_is_in_hand():
+    clock = Clock()
+    activity = Activity(quiet_seconds=1.0, clock=clock)
+    assert not activity.recent() and activity.wait_idle(0)
+    with activity.message():  # one heartbeat or one batch: no backlog, but recent
+        assert activity.recent() and not activity.busy()
+        assert not activity.wait_idle(0)
+        clock.now += 5
+    assert activity.wait_idle(0) and activity.recent()
+    clock.now += 1.1
+    assert not activity.recent()
+
+
+def test_a_catch_up_beside_a_trickle_takes_brief_chunks(store):
+    amr = Department(store, "amr")
+    amr.send([(f"a{i}", "upsert") for i in range(7)])
+    seen = Recording()
+    projector = Projector(store, [seen], chunk=5, brief_chunk=2)
+    done = []
+    trickle = iter([True, True, False])  # batches arrive for two chunks, then a lull
+    assert projector.catch_up(progress=lambda n, total: done.append(n), before=lambda: next(trickle)) == 7
+    assert done == [2, 4, 7]
+    assert [i for _, i, _ in seen.seen] == list(range(7))
+
+
+def test_the_write_turn_goes_to_a_waiting_batch_before_the_projectors_next_chunk(store):
+    amr = Department(store, "amr")
+    amr.send([("a0", "upsert")])
+    projector = Projector(store, [Recording()])
+    message = amr.message([("a1", "upsert")])
+    results = {}
+    with store.turn.after():  # a chunk (or any background write) holds the turn …
+        batch = threading.Thread(target=lambda: results.update(
+            batch=amr.ingestor.finish(amr.ingestor.prepare(message)).result))
+        batch.start()
+        deadline = time.monotonic() + 10
+        while store.turn.waiting < 1 and time.monotonic() < deadline:  # … while a batch waits for it
+            time.sleep(0.01)
+        assert store.turn.waiting == 1
+        chunk = threading.Thread(target=lambda: results.update(chunk=projector.catch_up()))
+        chunk.start()  # and so does the projector's next chunk
+        time.sleep(0.1)
+        assert results == {}
+    batch.join(10)
+    chunk.join(10)
+    # the batch went first: the chunk found both versions (one, had it gone first)
+    assert results == {"batch": "accepted", "chunk": 2}
+
+
 def test_a_catch_up_pauses_between_chunks_when_told_and_resumes_where_it_stopped(store):
     amr = Department(store, "amr")
     amr.send([(f"a{i}", "upsert") for i in range(7)])
@@ -211,9 +264,9 @@ def test_a_catch_up_beside_ingest_leaves_the_store_free_between_chunks(store):
     steps = []
     original = projector._step
 
-    def timed(dept):
+    def timed(dept, limit):
         steps.append(time.monotonic())
-        result = original(dept)
+        result = original(dept, limit)
         steps.append(time.monotonic())
         return result
 

@@ -180,7 +180,8 @@ class Ingestor:
         decide = self.process_heartbeat if msg.type == HEARTBEAT else self._decide
         try:
             try:
-                return decide(prepared)
+                with self.store.turn.first():  # before the projector's next chunk
+                    return decide(prepared)
             except Exception as exc:  # noqa: BLE001 - one message's trouble must not become the queue's
                 if store_outage(exc):
                     raise

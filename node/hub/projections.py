@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,16 @@ class Activity:
         self.clock = clock
         self.active = 0
         self.last = float("-inf")  # when a backlog was last seen
+        self.seen = float("-inf")  # when a message was last in hand
+        self.idle = threading.Event()  # no message in hand: set and cleared by the event loop, waited on by others
+        self.idle.set()
 
     @contextlib.contextmanager
     def message(self) -> Iterator[None]:
         """Around the handling of one inbound message (the event loop's thread only)."""
         self.active += 1
+        self.idle.clear()
+        self.seen = self.clock()
         if self.active > 1:
             self.last = self.clock()
         try:
@@ -78,9 +84,20 @@ class Activity:
             if self.active > 1:
                 self.last = self.clock()
             self.active -= 1
+            self.seen = self.clock()
+            if not self.active:
+                self.idle.set()
 
     def busy(self) -> bool:
         return self.active > 1 or self.clock() - self.last < self.quiet_seconds
+
+    def recent(self) -> bool:
+        """A message in hand now or within the last `quiet_seconds` (a trickle counts)."""
+        return self.active > 0 or self.clock() - self.seen < self.quiet_seconds
+
+    def wait_idle(self, timeout: float) -> bool:
+        """From another thread: wait until no message is in hand (at most `timeout` s); whether none is."""
+        return self.idle.wait(timeout)
 
 
 class Projection(Protocol):
@@ -96,24 +113,27 @@ class Projection(Protocol):
 class Projector:
     """Feeds projections the versions accepted since each one's position, a chunk per transaction."""
 
-    def __init__(self, store: Store, projections: Iterable[Projection], *, chunk: int = 500):
+    def __init__(self, store: Store, projections: Iterable[Projection], *, chunk: int = 500, brief_chunk: int = 100):
         self.store = store
         self.projections = list(projections)
         self.chunk = chunk
+        self.brief_chunk = brief_chunk  # while batches arrive: a batch waits for at most one such chunk
         self.current_at: float | None = None  # time.monotonic() when a catch-up last reached the ledgers' ends
         names = [p.name for p in self.projections]
         if len(set(names)) != len(names):
             raise ValueError(f"projection names must be unique: {names}")
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None,
-                 pause: Callable[[], bool] | None = None, share: Callable[[], bool] | None = None) -> int:
+                 pause: Callable[[], bool] | None = None, share: Callable[[], bool] | None = None,
+                 before: Callable[[], bool] | None = None) -> int:
         """Apply everything accepted so far; returns how many versions were read.
 
         `progress(done, total)` is called after each chunk (long rebuilds show it); `pause()` before each
         chunk but the first, and a true answer stops here (the rest is applied by a later call). While
         `share()` is true, each chunk is followed by a wait as long as it took: ingest, waiting for the
         store's write lock, gets it in between (SQLite's busy handler would otherwise lose it to the
-        projector's next chunk again and again).
+        projector's next chunk again and again). `before()` is called before each chunk (it may wait for a
+        moment when ingest has nothing in hand); a true answer makes the chunk a brief one.
         """
         if not self.projections:
             self.current_at = time.monotonic()
@@ -128,8 +148,9 @@ class Projector:
             while min(known.get((p.name, dept), 0) for p in self.projections) < size:
                 if done and pause and pause():
                     return done
+                limit = self.brief_chunk if before and before() else self.chunk
                 began = time.monotonic()
-                read, known = self._step(dept)
+                read, known = self._step(dept, limit)
                 if share and share():
                     time.sleep(time.monotonic() - began)
                 if not read:
@@ -140,9 +161,9 @@ class Projector:
         self.current_at = time.monotonic()
         return done
 
-    def _step(self, dept: str) -> tuple[int, dict[tuple[str, str], int]]:
+    def _step(self, dept: str, limit: int) -> tuple[int, dict[tuple[str, str], int]]:
         """One chunk of one department, in one transaction with the positions it advances."""
-        with self.store.writer.begin() as conn:
+        with self.store.turn.after(), self.store.writer.begin() as conn:
             lock = select(projection_positions).where(projection_positions.c.dept == dept)
             if conn.dialect.name == "postgresql":  # another hub process may be projecting the same department
                 lock = lock.with_for_update()
@@ -154,7 +175,7 @@ class Projector:
                        record_versions.c.line, record_versions.c.received, record_versions.c.accepted,
                        record_versions.c.batch_id)
                 .where(record_versions.c.dept == dept, record_versions.c.ledger_index >= start)
-                .order_by(record_versions.c.ledger_index).limit(self.chunk))]
+                .order_by(record_versions.c.ledger_index).limit(limit))]
             if versions:
                 end = versions[-1].ledger_index + 1
                 now = utc_now()
@@ -190,9 +211,11 @@ class Projector:
                   max_lag_seconds: float = 60.0) -> None:
         """Keep the projections current until `stop` is set (the hub runs this beside ingest).
 
-        With an `activity`, a round while batches arrive is skipped, and a catch-up pauses when they start
-        arriving, unless the views were last current `max_lag_seconds` ago or more; then it goes on beside
-        ingest, sharing the store with it.
+        With an `activity`, a round while batches queue up is skipped, and a catch-up pauses when they start
+        queueing, unless the views were last current `max_lag_seconds` ago or more; then it goes on beside
+        ingest, sharing the store with it. Beside a trickle (one batch at a time, heartbeats) each chunk
+        waits for a moment with no message in hand and is brief: a batch that arrives meanwhile waits for
+        the store's write turn (`Store.turn`) at most one brief chunk.
         """
         started = time.monotonic()
 
@@ -205,10 +228,16 @@ class Projector:
         def pause() -> bool:
             return busy() and not overdue()
 
+        def before() -> bool:  # between the messages of a trickle, in brief chunks; when overdue, as `share` says
+            if activity is None or overdue():
+                return False
+            activity.wait_idle(0.5)
+            return activity.recent()
+
         while not stop.is_set():
             try:
                 if not pause():
-                    await asyncio.to_thread(self.catch_up, None, pause, busy)
+                    await asyncio.to_thread(self.catch_up, None, pause, busy, before)
             except Exception:  # noqa: BLE001 - a failing projection must not stop the hub; retried next round
                 log.exception("projection failed; retrying")
             with contextlib.suppress(asyncio.TimeoutError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -446,11 +448,68 @@ for _ddl in ("CREATE EXTENSION IF NOT EXISTS pg_trgm",
 MAX_QUARANTINE_HEADER = 64 * 1024
 
 
+class WriteTurn:
+    """Whose turn it is to write, among this process's threads: ingest first, derived views after.
+
+    SQLite lets one writer in at a time and makes the others poll (its busy handler sleeps up to 100 ms a try),
+    so a projector taking chunk after chunk could keep a batch's commit waiting for seconds. Here a batch
+    waiting for its turn gets it as soon as the current transaction ends, and background work starts a
+    transaction only while no batch holds or waits for the turn. Other processes still meet SQLite's lock.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._waiting = 0  # ingest threads waiting for the turn
+
+    @contextlib.contextmanager
+    def first(self) -> Iterator[None]:
+        """Ingest's turn: the next one free."""
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._held:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def after(self) -> Iterator[None]:
+        """Background work's turn: once no ingest holds or waits for it."""
+        with self._cond:
+            while self._held or self._waiting:
+                self._cond.wait()
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    @property
+    def waiting(self) -> int:
+        """Ingest threads waiting for the turn now."""
+        return self._waiting
+
+    def _release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
 class Store:
-    """Owns the database engines. Writes go through `writer` (SQLite: BEGIN IMMEDIATE), reads through `reader`."""
+    """Owns the database engines. Writes go through `writer` (SQLite: BEGIN IMMEDIATE), reads through `reader`.
+
+    `turn` orders this process's writers: ingest takes `turn.first()`, the projector `turn.after()`.
+    """
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL"):
         self.url = make_url(url)
+        self.turn = WriteTurn()
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             self.writer = self._sqlite_engine(immediate=True, synchronous=sqlite_synchronous)
