@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from cx.node.outbox import Outbox, Queued
@@ -92,3 +93,22 @@ def test_an_outbox_of_an_earlier_version_gains_its_new_columns(tmp_path: Path) -
     assert outbox.alert_summary() == {"receipt_invalid": 1}  # an alert from before is open
     assert outbox.resolve_alerts() == 1 and outbox.alert_summary() == {}
     outbox.close()
+
+
+def test_connections_of_one_process_take_turns_at_writing_without_polling(tmp_path: Path) -> None:
+    collector, sender = Outbox(tmp_path / "outbox.db"), Outbox(str(tmp_path / "." / "outbox.db"))
+    other = Outbox(tmp_path / "other.db")
+    assert collector.turn is sender.turn and other.turn is not collector.turn
+    done = threading.Event()
+
+    def commit() -> None:
+        sender.commit_chunk("penalties", [queued(1)], [])
+        done.set()
+
+    with collector.tx():  # the collector writes a chunk …
+        writer = threading.Thread(target=commit)
+        writer.start()
+        assert not done.wait(0.2)  # … the sender waits for the turn (not in SQLite's busy handler) …
+        assert collector.turn.locked()
+    writer.join(10)
+    assert done.is_set() and sender.waiting() == (1, 0)  # … and writes as soon as it is free

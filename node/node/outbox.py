@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -113,12 +115,28 @@ class ChunkResult:
     retracted: int = 0
 
 
+_WRITE_TURNS: dict[str, threading.Lock] = {}
+_WRITE_TURNS_GUARD = threading.Lock()
+
+
+def _write_turn(path: Path) -> threading.Lock:
+    """The lock this process's connections to one outbox file take around their transactions.
+
+    SQLite lets one writer in and makes the others poll (its busy handler sleeps up to 100 ms a try): the
+    collector's chunk and the sender's seal or receipt, each on its own connection, left the node idle between
+    them. Threads of one process hand the turn over at once; other processes still meet SQLite's lock.
+    """
+    with _WRITE_TURNS_GUARD:
+        return _WRITE_TURNS.setdefault(os.path.realpath(path), threading.Lock())
+
+
 class Outbox:
     """One connection to the outbox; open one per thread."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.turn = _write_turn(self.path)
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         if self.db.execute("PRAGMA page_count").fetchone()[0] == 0:
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only a new file: pruned pages go back to the disk
@@ -159,13 +177,14 @@ class Outbox:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self.turn:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # -- reading side ---------------------------------------------------------------------
 
