@@ -95,8 +95,8 @@ def test_a_refusal_the_node_cannot_fix_is_visible_everywhere_until_retried(hub_f
     # the outbox's copy of the batch is damaged (a disk fault): the hub can never accept these bytes
     db = sqlite3.connect(node.dir / "outbox.db")
     with db:
-        [(batch_id, body)] = db.execute("SELECT batch_id, body FROM batches").fetchall()
-        db.execute("UPDATE batches SET body = ? WHERE batch_id = ?",
+        [(batch_id, body)] = db.execute("SELECT batch_id, body FROM batch_bodies").fetchall()
+        db.execute("UPDATE batch_bodies SET body = ? WHERE batch_id = ?",
                    (body.replace(b"amr-penalty-7", b"amr-penalty-X", 1), batch_id))
     db.close()
     hub.start()

@@ -57,6 +57,8 @@ def test_pruning_keeps_what_waits_and_what_deduplication_needs(tmp_path: Path) -
     assert remaining == {"refused": 500, "batched": 500, "pending": 200}  # nothing that waits
     states = dict(outbox.db.execute("SELECT state, COUNT(*) FROM batches GROUP BY state").fetchall())
     assert states == {"refused": 1, "sent": 1}
+    kept = {r[0] for r in outbox.db.execute("SELECT batch_id FROM batch_bodies")}
+    assert kept == set(batches[4:])  # a pruned batch's bytes went with it
     assert outbox.db.execute("SELECT COUNT(*) FROM latest").fetchone()[0] == 3200
     # the same rows read again are recognised; a changed one is new
     result = outbox.commit_chunk("penalties", [queued(i) for i in range(0, 2000)] + [queued(7, "changed")], [])
@@ -112,3 +114,45 @@ def test_connections_of_one_process_take_turns_at_writing_without_polling(tmp_pa
         assert collector.turn.locked()
     writer.join(10)
     assert done.is_set() and sender.waiting() == (1, 0)  # … and writes as soon as it is free
+
+
+def test_a_batch_body_is_written_once_and_the_row_that_changes_state_stays_small(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.db")
+    key = SigningKey.generate()
+    outbox.commit_chunk("penalties", [queued(i) for i in range(300)], [])
+    batch_id = seal(outbox, key, 300)
+    [(batch_id_due, body, attempts)] = outbox.due(600, 8)
+    assert batch_id_due == batch_id and attempts == 0 and len(body) > 200_000
+    outbox.mark_sent(batch_id)
+    ids = [record_id for _, record_id, _, _ in outbox.batch_records(batch_id)]
+    outbox.apply_receipt(batch_id, b"receipt", ids, [], (300, "ab" * 32, utc_now(), "{}"))
+    row_bytes = outbox.db.execute("SELECT length(body) FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()[0]
+    assert row_bytes == 0  # two updates of its state rewrote a small row, not the bytes
+    assert outbox.batch(batch_id)["body"] == body and "body" not in outbox.batch(batch_id, body=False)
+    assert outbox.batch(batch_id, body=False)["state"] == "receipted"
+    outbox.close()
+
+
+def test_an_outbox_that_kept_bodies_in_its_batches_moves_them_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    outbox = Outbox(path)
+    key = SigningKey.generate()
+    outbox.commit_chunk("penalties", [queued(i) for i in range(5)], [])
+    batch_id = seal(outbox, key, 5)
+    outbox.close()
+    db = sqlite3.connect(path)  # as an earlier version left it: the bytes in the batch row, no batch_bodies
+    with db:
+        [body] = db.execute("SELECT body FROM batch_bodies").fetchone()
+        db.execute("DROP TRIGGER batch_bodies_go_with_their_batch")
+        db.execute("DROP TABLE batch_bodies")
+        db.execute("UPDATE batches SET body = ?", (body,))
+    db.close()
+    outbox = Outbox(path)
+    assert outbox.due(600, 8) == [(batch_id, body, 0)]
+    assert outbox.db.execute("SELECT length(body) FROM batches").fetchone()[0] == 0
+    outbox.close()
+    outbox = Outbox(path)  # a second open finds nothing to move
+    assert outbox.batch(batch_id)["body"] == body
+    outbox.close()

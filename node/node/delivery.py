@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -289,7 +290,7 @@ class Delivery:
             receipt = Receipt.parse(body, self.hub_key)
         except ProtocolError as exc:
             return await self._alert("receipt_invalid", exc, None)
-        batch = await self.db(self.outbox.batch, receipt.batch_id)
+        batch = await self.db(functools.partial(self.outbox.batch, receipt.batch_id, body=False))
         if batch is None:
             # another node of the department would not get it (a queue per node); a batch pruned long ago might
             log.warning("receipt for a batch this outbox does not hold", batch_id=receipt.batch_id)

@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS batches(
     attempts INTEGER NOT NULL DEFAULT 0, last_sent REAL, receipt BLOB, receipted TEXT, alert TEXT,
     refusal BLOB, resealed_as TEXT);
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state, seq);
+-- each batch's signed bytes, written once when it is sealed (`batches.body` is left empty: it held them before):
+-- SQLite rewrites a whole row on UPDATE, and a batch row changes state two or three times
+CREATE TABLE IF NOT EXISTS batch_bodies(batch_id TEXT PRIMARY KEY, body BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS batch_bodies_go_with_their_batch AFTER DELETE ON batches
+    BEGIN DELETE FROM batch_bodies WHERE batch_id = old.batch_id; END;
 CREATE TABLE IF NOT EXISTS chain(id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, header_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(size INTEGER PRIMARY KEY, root TEXT NOT NULL, time TEXT NOT NULL,
                                        body TEXT NOT NULL, seen TEXT NOT NULL,
@@ -150,6 +155,14 @@ class Outbox:
             with self.tx():  # under the write lock (and looked at again): several processes may open it at once
                 for table, column, declaration in self._missing_columns():
                     self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if self._bodies_in_batches():
+            with self.tx():  # an outbox of an earlier version: its batches' bytes move to batch_bodies
+                self.db.execute("INSERT OR IGNORE INTO batch_bodies(batch_id, body) "
+                                "SELECT batch_id, body FROM batches WHERE length(body) > 0")
+                self.db.execute("UPDATE batches SET body = x'' WHERE length(body) > 0")
+
+    def _bodies_in_batches(self) -> bool:
+        return self.db.execute("SELECT 1 FROM batches WHERE length(body) > 0 LIMIT 1").fetchone() is not None
 
     def _latest_from_before(self) -> bool:
         """An outbox of an earlier version: `latest` kept hex versions and the type, with a second index."""
@@ -369,8 +382,9 @@ class Outbox:
         batch = build(seq + 1, prev)
         body = batch.to_bytes()
         db.execute("INSERT INTO batches(batch_id, seq, body, header_hash, records, created, state) "
-                   "VALUES (?, ?, ?, ?, ?, ?, 'ready')",
-                   (batch.header.batch_id, seq + 1, body, batch.header_hash, len(record_ids), utc_now()))
+                   "VALUES (?, ?, x'', ?, ?, ?, 'ready')",
+                   (batch.header.batch_id, seq + 1, batch.header_hash, len(record_ids), utc_now()))
+        db.execute("INSERT INTO batch_bodies(batch_id, body) VALUES (?, ?)", (batch.header.batch_id, body))
         db.executemany("UPDATE records SET state = 'batched', batch_id = ?, settled = NULL WHERE id = ? AND state = ?",
                        [(batch.header.batch_id, i, from_state) for i in record_ids])
         db.execute("INSERT INTO chain(id, seq, header_hash) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -384,7 +398,8 @@ class Outbox:
         if batch_id is not None:
             return self.batch(batch_id)
         for found_id, body in self.db.execute(
-                f"SELECT batch_id, body FROM batches WHERE state IN {UNSETTLED} ORDER BY seq").fetchall():
+                f"SELECT b.batch_id, bb.body FROM batches b JOIN batch_bodies bb ON bb.batch_id = b.batch_id "
+                f"WHERE b.state IN {UNSETTLED} ORDER BY b.seq").fetchall():
             if hashlib.sha256(body).hexdigest() == body_hash:
                 return self.batch(found_id)
         return None
@@ -428,8 +443,8 @@ class Outbox:
 
     def refused_batches(self) -> list[dict[str, Any]]:
         """Batches the hub refused whose records still wait: batch_id, seq, records, alert, body, refusal."""
-        cur = self.db.execute("SELECT batch_id, seq, records, alert, body, refusal FROM batches "
-                              "WHERE state = 'refused' ORDER BY seq")
+        cur = self.db.execute("SELECT b.batch_id, b.seq, b.records, b.alert, bb.body, b.refusal FROM batches b "
+                              "JOIN batch_bodies bb ON bb.batch_id = b.batch_id WHERE b.state = 'refused' ORDER BY b.seq")
         names = [d[0] for d in cur.description]
         out = [dict(zip(names, row)) for row in cur.fetchall()]
         for batch in out:  # the hub's reason in Chinese, from the refusal it signed
@@ -454,8 +469,9 @@ class Outbox:
         """Batches to publish now: never sent, or sent and unreceipted past the timeout. (id, body, attempts)"""
         cutoff = time.time() - receipt_timeout
         return self.db.execute(
-            "SELECT batch_id, body, attempts FROM batches WHERE state = 'ready' OR (state = 'sent' AND last_sent < ?) "
-            "ORDER BY seq LIMIT ?", (cutoff, limit)).fetchall()
+            "SELECT b.batch_id, bb.body, b.attempts FROM batches b JOIN batch_bodies bb ON bb.batch_id = b.batch_id "
+            "WHERE b.state = 'ready' OR (b.state = 'sent' AND b.last_sent < ?) ORDER BY b.seq LIMIT ?",
+            (cutoff, limit)).fetchall()
 
     def in_flight(self, receipt_timeout: float) -> int:
         cutoff = time.time() - receipt_timeout
@@ -467,10 +483,18 @@ class Outbox:
             db.execute("UPDATE batches SET state = 'sent', attempts = attempts + 1, last_sent = ? "
                        f"WHERE batch_id = ? AND state IN {UNSETTLED}", (time.time(), batch_id))
 
-    def batch(self, batch_id: str) -> dict[str, Any] | None:
+    def batch(self, batch_id: str, *, body: bool = True) -> dict[str, Any] | None:
+        """A batch's row; with its signed bytes under "body" unless `body` is false (a receipt needs none)."""
         cur = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
         row = cur.fetchone()
-        return dict(zip([d[0] for d in cur.description], row)) if row else None
+        if row is None:
+            return None
+        found = dict(zip([d[0] for d in cur.description], row))
+        del found["body"]  # empty: the bytes are in batch_bodies
+        if body:
+            stored = self.db.execute("SELECT body FROM batch_bodies WHERE batch_id = ?", (batch_id,)).fetchone()
+            found["body"] = stored[0] if stored else b""
+        return found
 
     def batch_records(self, batch_id: str) -> list[tuple[int, str, str, str | None]]:
         return self.db.execute("SELECT id, record_id, stream, locator FROM records WHERE batch_id = ? ORDER BY id",
