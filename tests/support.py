@@ -75,7 +75,7 @@ class BrokerRelay:
         self._cut = False
         self._loop = LoopThread()
         self._server = self._loop.call(asyncio.start_server(self._relay, "127.0.0.1", 0))
-        self.url = "amqp://127.0.0.1:%d/" % self._server.sockets[0].getsockname()[1]
+        self.url = f"amqp://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/"
 
     def cut(self) -> None:
         """Drop every relayed connection, both ways, and refuse new ones until `restore()`."""

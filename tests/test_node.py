@@ -15,9 +15,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import aio_pika
