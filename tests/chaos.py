@@ -10,8 +10,8 @@ the hub's consistency proofs between them verify), empty outboxes, no alerts, no
 
 The broker is a private RabbitMQ node started for the run (its own node name, ports and data folder), so
 stopping it does not disturb anyone else's use of the shared one; where rabbitmq-server cannot be started
-that way the shared broker's application is stopped and started instead, and only this run's connections
-are closed.
+that way the run reaches the shared broker through a relay of its own, and "stopping the broker" cuts that
+relay: only this run's connections are cut or closed.
 
 `make chaos` runs it at full size on SQLite and PostgreSQL hub stores (python tests/chaos.py --help);
 tests/test_chaos.py runs a short one in `make test`.
@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # run as a script: support and t
 from cx.hub.store import checkpoints, departments, heartbeats, quarantine, record_versions, records  # noqa: E402
 from cx.protocol.merkle import MerkleTree, leaf_hash, verify_consistency  # noqa: E402
 from support import (  # noqa: E402
-    AMQP, MANAGEMENT, Hub, Node, create_pg_database, drop_pg_database, free_port, get_json, make_hub, make_node,
-    run_sync, unique,
+    AMQP, MANAGEMENT, BrokerRelay, Hub, Node, create_pg_database, drop_pg_database, free_port, get_json, make_hub,
+    make_node, run_sync, unique,
 )
 from test_node import PENALTY_STREAM, penalty_row, sources, xzcf  # noqa: E402
 
@@ -82,7 +82,7 @@ class Plan:
 # -- the broker ------------------------------------------------------------------------------------------
 
 class Broker:
-    """A RabbitMQ broker the run may stop: private when it can be, the shared one otherwise."""
+    """A RabbitMQ broker the run may stop: private when it can be, the shared one through a relay otherwise."""
 
     def __init__(self, base: Path):
         self.base = base
@@ -90,10 +90,12 @@ class Broker:
         self.amqp, self.management, self.node = AMQP, MANAGEMENT, ""
         self.env = dict(os.environ)
         self.process: subprocess.Popen | None = None
+        self.relay: BrokerRelay | None = None  # the shared broker's: cut where a private node would be stopped
 
     def start(self) -> None:
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
-            print("chaos: rabbitmq-server not found, stopping and starting the shared broker instead", flush=True)
+            print("chaos: rabbitmq-server not found, using the shared broker through a relay", flush=True)
+            self.share()
             return
         amqp, dist, mgmt = free_port(), free_port(), free_port()
         self.node = f"{unique('cxchaos')}@localhost"
@@ -113,12 +115,19 @@ class Broker:
             self.await_startup()
         except RuntimeError as exc:
             self.shutdown()
-            print(f"chaos: a private RabbitMQ node did not start ({exc}); using the shared broker", flush=True)
+            print(f"chaos: a private RabbitMQ node did not start ({exc}); using the shared broker through a relay",
+                  flush=True)
             self.env, self.node = dict(os.environ), ""
+            self.share()
             return
         self.private = True
         self.amqp, self.management = f"amqp://127.0.0.1:{amqp}/", f"http://127.0.0.1:{mgmt}"
         self.wait_management()
+
+    def share(self) -> None:
+        """Reach the shared broker through a relay of the run's own, whose cut no one else sees."""
+        self.relay = BrokerRelay()
+        self.amqp = self.relay.url
 
     def ctl(self, *args: str) -> None:
         cmd = [str(RABBITMQ_BIN / "rabbitmqctl") if self.node else "rabbitmqctl", *args]
@@ -175,7 +184,13 @@ class Broker:
         return closed
 
     def restart_app(self, down_seconds: float) -> None:
-        """Stop the broker application, keep it down a while, start it again (the listener may need a moment)."""
+        """Stop the broker application, keep it down a while, start it again (the listener may need a moment).
+        The shared broker keeps running: the run's relay to it is cut instead."""
+        if self.relay is not None:
+            self.relay.cut()
+            time.sleep(down_seconds)
+            self.relay.restore()
+            return
         self.ctl("stop_app")
         try:
             time.sleep(down_seconds)
@@ -193,6 +208,9 @@ class Broker:
             self.wait_management()
 
     def shutdown(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         if self.process is None:
             return
         try:

@@ -1,4 +1,4 @@
-"""Test helpers: isolated broker vhosts, hubs on SQLite or PostgreSQL, hub processes, department keys."""
+"""Test helpers: isolated broker vhosts, hubs on SQLite or PostgreSQL, hub processes, department keys, broker relays."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,103 @@ def run_sync(coro: Any) -> Any:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+class LoopThread:
+    """An asyncio event loop on a thread of its own, for sync tests that keep async things open while they run."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        """Run `coro` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    def __enter__(self) -> LoopThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BrokerRelay:
+    """A TCP relay to the shared broker, owned by one test: `cut()` is a broker outage for exactly the hub and
+    nodes that connect through it (`url`), while the broker and everyone else's connections keep running."""
+
+    def __init__(self, broker: tuple[str, int] = ("127.0.0.1", 5672)) -> None:
+        self._broker = broker
+        self._ends: set[asyncio.StreamWriter] = set()
+        self._cut = False
+        self._loop = LoopThread()
+        self._server = self._loop.call(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self.url = f"amqp://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/"
+
+    def cut(self) -> None:
+        """Drop every relayed connection, both ways, and refuse new ones until `restore()`."""
+        async def cut() -> None:
+            self._cut = True
+            for end in list(self._ends):
+                reset(end)
+        self._loop.call(cut())
+
+    def restore(self) -> None:
+        async def restore() -> None:
+            self._cut = False
+        self._loop.call(restore())
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
+        self._loop.call(self._server.wait_closed())
+        self._loop.close()
+
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        if self._cut:  # accepted only to be reset at once: the client sees no broker
+            reset(client_out)
+            return
+        try:
+            broker_in, broker_out = await asyncio.open_connection(*self._broker)
+        except OSError:
+            reset(client_out)
+            return
+        ends = (client_out, broker_out)
+        if self._cut:  # cut while the broker side was connecting
+            for end in ends:
+                reset(end)
+            return
+        self._ends.update(ends)
+        try:
+            await asyncio.gather(pipe(client_in, broker_out), pipe(broker_in, client_out))
+        finally:
+            self._ends.difference_update(ends)
+
+
+def reset(end: asyncio.StreamWriter) -> None:
+    """Close a connection abruptly (RST, no FIN), as a network failure would."""
+    sock = end.get_extra_info("socket")
+    if sock is not None and sock.fileno() != -1:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    end.transport.abort()
+
+
+async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy one direction of a relayed connection until either end goes, then close `sink` (which ends the other
+    direction too)."""
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except OSError:
+        pass
+    finally:
+        reset(sink)
 
 
 def free_port() -> int:
