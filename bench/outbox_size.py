@@ -89,7 +89,7 @@ def run(path: Path, rows: int, updates: int, prune: bool) -> dict:
 def _measure(outbox: Outbox) -> dict:
     size = outbox.size()
     tables = {t: outbox.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-              for t in ("records", "latest", "batches", "checkpoints", "rejections")}
+              for t in ("records", "latest", "batches", "batch_bodies", "checkpoints", "rejections")}
     return {"file_mib": round(size["bytes"] / 2**20, 1), "free_mib": round(size["free_bytes"] / 2**20, 1),
             "wal_mib": round(size["wal_bytes"] / 2**20, 1), "rows": tables}
 
