@@ -87,7 +87,7 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-store")
     preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-prepare")
     # one batch committing and one prepared behind it keep both threads busy; the rest of the prefetch waits
-    # as bytes (a prepared batch holds its parsed records, some 5 MB a thousand, a wait for the store)
+    # as bytes (a prepared batch of 1,000 records holds some 5 MB of parsed records while it waits)
     in_pipeline = asyncio.Semaphore(PIPELINE_DEPTH)
     broker: dict[str, Any] = {}  # connection and receipts exchange, once connected
     app[BROKER_READY] = lambda: "connection" in broker and not broker["connection"].is_closed
