@@ -313,3 +313,25 @@ def test_cli_accounts_and_tokens(tmp_path):
     assert cx("hub", "token", "revoke", token_id, "--config", cfg).returncode == 2
     tokens = json.loads(cx("hub", "token", "list", "--format", "json", "--config", cfg).stdout)
     assert tokens[0]["revoked_at"] and tokens[0]["name"] == "审计脚本"
+
+
+def test_a_password_hashed_with_the_old_argon2_parameters_logs_in_and_is_rehashed(store):
+    from datetime import timedelta
+
+    from argon2 import PasswordHasher, extract_parameters
+
+    accounts.add_user(store, "old1", accounts.Role("auditor"), "an old long password")
+    old = PasswordHasher().hash("an old long password")  # the library's default: what earlier hubs stored
+    with store.writer.begin() as conn:
+        conn.execute(accounts.accounts.update().where(accounts.accounts.c.name == "old1").values(password_hash=old))
+    with pytest.raises(accounts.LoginRefused):
+        accounts.login(store, "old1", "not the password", attempts=5, lockout=timedelta(minutes=1))
+    accounts.login(store, "old1", "an old long password", attempts=5, lockout=timedelta(minutes=1))
+    with store.reader.connect() as conn:
+        stored = conn.execute(select(accounts.accounts.c.password_hash)
+                              .where(accounts.accounts.c.name == "old1")).scalar_one()
+    params = extract_parameters(stored)
+    assert (params.memory_cost, params.time_cost, params.parallelism) == (
+        accounts.PASSWORD_HASH["memory_cost"], accounts.PASSWORD_HASH["time_cost"],
+        accounts.PASSWORD_HASH["parallelism"])
+    accounts.login(store, "old1", "an old long password", attempts=5, lockout=timedelta(minutes=1))

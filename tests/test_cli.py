@@ -222,3 +222,13 @@ def test_verify_unusable_inputs(bundle_files, tmp_path):
     (tmp_path / "garbage.json").write_text("{")
     result = cx("verify", tmp_path / "garbage.json", "--public-key", folder / "amr.pub")
     assert result.returncode == 1 and "bad_json" in result.stdout
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_hub_run_caps_malloc_arenas_unless_the_environment_says_otherwise():
+    ask = "from cx.hub.cli import fewer_malloc_arenas; print(fewer_malloc_arenas())"
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    assert subprocess.run([sys.executable, "-c", ask], env=env, capture_output=True, text=True).stdout == "True\n"
+    for extra in ({"MALLOC_ARENA_MAX": "4"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}):
+        done = subprocess.run([sys.executable, "-c", ask], env={**env, **extra}, capture_output=True, text=True)
+        assert done.stdout == "False\n"

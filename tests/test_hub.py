@@ -390,3 +390,50 @@ async def test_backup_and_move_from_sqlite_to_postgresql(hub_factory, tmp_path):
         finally:
             hub.stop()
             drop_pg_database(db)
+
+
+async def test_at_most_pipeline_depth_messages_are_prepared_or_storing_at_once(hub_factory, monkeypatch):
+    """The prefetch delivers eight batches; only PIPELINE_DEPTH of them are parsed ahead (the rest wait as
+    bytes), and every one is still stored and receipted in order."""
+    import threading
+    import time
+
+    from aiohttp import web
+
+    from cx.hub import service
+    from cx.hub.ingest import Ingestor
+
+    hub = hub_factory(["amr"])
+    lock, held, most = threading.Lock(), [0], [0]
+    prepare, finish = Ingestor.prepare, Ingestor.finish
+
+    def counted_prepare(self, msg):
+        with lock:
+            held[0] += 1
+            most[0] = max(most[0], held[0])
+        return prepare(self, msg)
+
+    def slow_finish(self, prepared):
+        try:
+            time.sleep(0.05)  # the store as the slower stage, so the prefetch fills up behind it
+            return finish(self, prepared)
+        finally:
+            with lock:
+                held[0] -= 1
+
+    monkeypatch.setattr(Ingestor, "prepare", counted_prepare)
+    monkeypatch.setattr(Ingestor, "finish", slow_finish)
+    monkeypatch.setattr(service, "PIPELINE_DEPTH", 3)  # neither the default nor the prefetch (8)
+    runner = web.AppRunner(service.build_app(hub.cfg))
+    await runner.setup()
+    try:
+        async with Sender(hub, "amr") as amr:
+            sent = [amr.batch([line(f"d-{b}-{i}") for i in range(20)]) for b in range(12)]
+            for b in sent:
+                await amr.publish(b.to_bytes())
+            receipts = await amr.receipts(12, timeout=60)
+    finally:
+        await runner.cleanup()
+    assert [r.batch_id for r in receipts] == [b.header.batch_id for b in sent]
+    assert [r.checkpoint.size for r in receipts] == [20 * n for n in range(1, 13)]
+    assert most[0] == 3

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
+import platform
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -453,9 +455,30 @@ def run_install_service(args: argparse.Namespace) -> int:
                         writable=writable)
 
 
+# glibc gives each thread that allocates at the same time as another an arena of its own (up to 8 per core), and
+# an arena keeps what it once held: the hub's prepare, store and projector threads each kept their own high
+# water. Two arenas: ~10 MiB less RSS after a million rows (130 against 140 MiB), CPU per record within noise.
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+
+
+def fewer_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas before any thread starts; whether it was set (not on another libc, nor when
+    the environment already says: MALLOC_ARENA_MAX or GLIBC_TUNABLES)."""
+    if platform.libc_ver()[0] != "glibc" or "MALLOC_ARENA_MAX" in os.environ or \
+            "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        return ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas) == 1
+    except (OSError, AttributeError):
+        return False
+
+
 def run_hub(args: argparse.Namespace) -> int:
     from .. import log
     from .service import run
+
+    fewer_malloc_arenas()  # before the store, prepare and projector threads exist
 
     cfg = HubConfig.load(args.config)
     try:  # what would only fail later, deep in start-up, is checked here and said plainly

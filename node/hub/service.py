@@ -38,6 +38,7 @@ ACTIVITY = web.AppKey("ingest_activity", Activity)  # batches arriving: the proj
 # redelivers it, up to its delivery limit; the node resends it after its receipt timeout in any case)
 STORE_ATTEMPTS = 5
 STORE_RETRY_SECONDS = 2.0
+PIPELINE_DEPTH = 2  # messages between the start of `prepare` and the end of `finish` at once
 # fault injection for the crash-recovery test only (CX_FAULT_INJECT=crash-after-commit)
 FAULT = os.environ.get("CX_FAULT_INJECT", "")
 
@@ -85,6 +86,9 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     # the next (SQLite and PostgreSQL release the GIL while they write and sync)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-store")
     preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-prepare")
+    # one batch committing and one prepared behind it keep both threads busy; the rest of the prefetch waits
+    # as bytes (a prepared batch of 1,000 records holds some 5 MB of parsed records while it waits)
+    in_pipeline = asyncio.Semaphore(PIPELINE_DEPTH)
     broker: dict[str, Any] = {}  # connection and receipts exchange, once connected
     app[BROKER_READY] = lambda: "connection" in broker and not broker["connection"].is_closed
     loop = asyncio.get_running_loop()
@@ -97,8 +101,9 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         delay = STORE_RETRY_SECONDS
         for attempt in range(1, STORE_ATTEMPTS + 1):
             try:
-                prepared = await loop.run_in_executor(preparer, ingestor.prepare, inbound)
-                return await loop.run_in_executor(executor, ingestor.finish, prepared)
+                async with in_pipeline:
+                    prepared = await loop.run_in_executor(preparer, ingestor.prepare, inbound)
+                    return await loop.run_in_executor(executor, ingestor.finish, prepared)
             except StoreUnavailable as exc:
                 metrics.ingest_errors.inc()
                 log.warning("store unavailable; message kept", attempt=attempt, attempts=STORE_ATTEMPTS,
