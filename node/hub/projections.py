@@ -73,11 +73,8 @@ class Activity:
     @contextlib.contextmanager
     def message(self) -> Iterator[None]:
         """Around the handling of one inbound message (the event loop's thread only)."""
-        self.active += 1
+        self.active += 1  # `busy` and `recent` read it while the message is in hand; the times are of its end
         self.idle.clear()
-        self.seen = self.clock()
-        if self.active > 1:
-            self.last = self.clock()
         try:
             yield
         finally:
@@ -130,10 +127,10 @@ class Projector:
 
         `progress(done, total)` is called after each chunk (long rebuilds show it); `pause()` before each
         chunk but the first, and a true answer stops here (the rest is applied by a later call). While
-        `share()` is true, each chunk is followed by a wait as long as it took: ingest, waiting for the
-        store's write lock, gets it in between (SQLite's busy handler would otherwise lose it to the
-        projector's next chunk again and again). `before()` is called before each chunk (it may wait for a
-        moment when ingest has nothing in hand); a true answer makes the chunk a brief one.
+        `share()` is true, each chunk is followed by a wait as long as it took, so that ingest has the CPU
+        at least half the time (the store's write turn, `Store.turn`, already lets a waiting batch in before
+        the next chunk). `before()` is called before each chunk (it may wait for a moment when ingest has
+        nothing in hand); a true answer makes the chunk a brief one.
         """
         if not self.projections:
             self.current_at = time.monotonic()
